@@ -1,0 +1,270 @@
+"""The channel layer engine shared by every broker: validation, per-event-loop processes, the API.
+
+This is the class Channels talks to. It validates every call (with Channels' own wording, using
+real exceptions — never ``assert``), finds or starts this event loop's :class:`LayerProcess`,
+and hands it the already-encoded message. Broker specifics live in a
+:class:`~channels_neffos.transports.base.Transport` created by :meth:`make_transport`.
+
+Guarantees (details per operation in ``docs/semantics.rst``):
+
+* **Local first.** Messages between channels of the same process never touch the broker, and
+  keep working while the broker is down.
+* **Encoded once.** Every message is msgpack-encoded by the sender, even for local delivery, so a
+  message that could not cross the broker (``TypeError``, ``MessageTooLarge``) fails everywhere.
+* **At-most-once, FIFO per sender and channel.** See :mod:`channels_neffos.process` for where
+  order between a send and a group_send can differ.
+* **Bounded.** Each channel holds at most ``capacity`` messages (``channel_capacity`` globs
+  override it). ``ChannelFull`` is raised where the sender can know (channels of its own process,
+  Redis worker channels); elsewhere the message is dropped, logged (rate-limited) and counted in
+  ``layer.counters``.
+* **Per event loop.** One broker connection per loop, opened on first use; when the loop closes
+  (``async_to_sync`` closes its loop after each call) the connection and every task close with it.
+* **Cancellation-safe.** A cancelled ``receive()`` takes no message with it.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import re
+import secrets
+from collections import Counter
+from typing import Any
+
+from channels.layers import BaseChannelLayer
+
+from . import envelope
+from ._drops import DropLog
+from .process import LayerProcess, owner_pid
+from .transports.base import Transport, TransportEvents
+
+_PREFIX_RE = re.compile(r"[A-Za-z0-9_-]{1,50}")
+# Channels' own patterns, matched in full: ``re.match(... $)`` would accept a trailing newline.
+_CHANNEL_RE = re.compile(r"[a-zA-Z\d\-_.]+(![\d\w\-_.]*)?")
+_GROUP_RE = re.compile(r"[a-zA-Z\d\-_.]+")
+#: Keys a message may not carry: Channels reserves the first, this package the second.
+RESERVED_KEYS = ("__asgi_channel__", "__neffos__")
+
+
+def _positive_number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise TypeError(f"{name} must be a positive number of seconds, got {value!r}")
+    return value
+
+
+class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
+    """A Channels layer on a pub/sub broker. Subclasses supply the transport."""
+
+    extensions = ["groups", "flush"]
+
+    #: Bytes reserved for the envelope around a message body (pid, names, reply address).
+    ENVELOPE_ALLOWANCE = 512
+    #: Shown in errors, e.g. "Redis" or "NATS".
+    broker_name = "the broker"
+
+    def __init__(
+        self,
+        *,
+        prefix: str = "neffos",
+        expiry: float = 60,
+        group_expiry: float = 86400,
+        capacity: int = 100,
+        channel_capacity: dict[Any, int] | None = None,
+    ) -> None:
+        if not isinstance(prefix, str) or not _PREFIX_RE.fullmatch(prefix):
+            raise TypeError(
+                f"prefix must be 1-50 characters from A-Z, a-z, 0-9, '_' and '-', got {prefix!r}"
+            )
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
+            raise TypeError(f"capacity must be a positive integer, got {capacity!r}")
+        if channel_capacity is not None and not isinstance(channel_capacity, dict):
+            raise TypeError("channel_capacity must be a dict of {glob or regex: capacity}")
+        super().__init__(
+            expiry=_positive_number("expiry", expiry),
+            capacity=capacity,
+            channel_capacity=channel_capacity,
+        )
+        self.channel_capacity = self.compile_capacities(channel_capacity or {})
+        self.group_expiry = _positive_number("group_expiry", group_expiry)
+        self.prefix = prefix
+        #: How many messages were dropped, and connections lost, by reason (see _drops.REASONS).
+        self.counters: Counter[str] = Counter()
+        self.drop_log = DropLog(self.counters)
+        self.sweep_interval = min(self.expiry, 30.0)
+        self._processes: dict[asyncio.AbstractEventLoop, LayerProcess] = {}
+        self._starting: dict[asyncio.AbstractEventLoop, asyncio.Future[None]] = {}
+
+    @abc.abstractmethod
+    def make_transport(self, events: TransportEvents) -> Transport:
+        """A new, unconnected transport for the current event loop."""
+
+    # -- per-event-loop processes --------------------------------------------------------------
+
+    async def _process(self) -> LayerProcess:
+        loop = asyncio.get_running_loop()
+        process = self._processes.get(loop)
+        if process is not None and process.started:
+            return process
+        if process is None:
+            process = LayerProcess(self)
+            self._processes[loop] = process
+            self._close_with_loop(loop)
+        starting = self._starting.get(loop)
+        if starting is None:
+            starting = self._starting[loop] = asyncio.ensure_future(process.start())
+        try:
+            await asyncio.shield(starting)
+        except BaseException:
+            if starting.done():
+                del self._starting[loop]
+                if not starting.cancelled() and starting.exception() is not None:
+                    del self._processes[loop]  # the next call tries to connect afresh
+            raise
+        self._starting.pop(loop, None)
+        return process
+
+    def _close_with_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Close this loop's process when the loop closes (``async_to_sync``, ``asyncio.run``)."""
+        original_close = loop.close
+
+        def close() -> None:
+            process = self._processes.pop(loop, None)
+            if process is not None and not loop.is_closed() and not loop.is_running():
+                loop.run_until_complete(process.close())
+            original_close()
+
+        loop.close = close  # type: ignore[method-assign]
+
+    # -- validation ----------------------------------------------------------------------------
+
+    def require_valid_channel_name(self, name: Any, receive: bool = False) -> bool:
+        if not isinstance(name, str) or len(name) >= self.MAX_NAME_LENGTH:
+            raise TypeError(self.invalid_name_error.format("Channel"))
+        if not _CHANNEL_RE.fullmatch(name):
+            raise TypeError(self.invalid_name_error.format("Channel"))
+        return True
+
+    def require_valid_group_name(self, name: Any) -> bool:
+        if not isinstance(name, str) or len(name) >= self.MAX_NAME_LENGTH:
+            raise TypeError(self.invalid_name_error.format("Group"))
+        if not _GROUP_RE.fullmatch(name):
+            raise TypeError(self.invalid_name_error.format("Group"))
+        return True
+
+    @staticmethod
+    def _require_valid_message(message: Any) -> None:
+        if not isinstance(message, dict):
+            raise TypeError(f"message must be a dict, not {type(message).__name__}")
+        for key in RESERVED_KEYS:
+            if key in message:
+                raise ValueError(f"message must not contain the reserved key {key!r}")
+
+    def _require_process_channel_pid(self, channel: str) -> str:
+        pid = owner_pid(channel)
+        if pid is None:
+            raise ValueError(
+                f"{channel!r} is not a process-specific channel of this layer: names with '!' "
+                f"must come from this layer's new_channel()"
+            )
+        return pid
+
+    # -- channel layer API ---------------------------------------------------------------------
+
+    async def send(self, channel: str, message: dict[str, Any]) -> None:
+        """Send ``message`` to ``channel``; ``ChannelFull`` if the sender can see it is full."""
+        self.require_valid_channel_name(channel)
+        self._require_valid_message(message)
+        body = envelope.pack_body(message)
+        process = await self._process()
+        process.check_size(body)
+        if "!" not in channel:
+            await process.send_to_worker_channel(channel, body)
+            return
+        pid = self._require_process_channel_pid(channel)
+        if pid == process.pid:
+            process.deliver(channel, body, raise_full=True)
+        else:
+            message_envelope = envelope.Envelope(envelope.CHANNEL, process.pid, channel, body)
+            await process.publish(process.channel_subject(pid, channel), message_envelope)
+
+    async def receive(self, channel: str) -> dict[str, Any]:
+        """Wait for the next message on ``channel`` (of this process, or a worker channel)."""
+        self.require_valid_channel_name(channel)
+        process = await self._process()
+        if "!" in channel:
+            if self._require_process_channel_pid(channel) != process.pid:
+                raise ValueError(
+                    f"cannot receive on {channel!r}: it belongs to another process (or event "
+                    f"loop); receive only on channels this process made with new_channel()"
+                )
+            mailbox = process.mailbox(channel)
+            await process.listen()
+        else:
+            mailbox = process.mailbox(channel)
+            process.ensure_fetcher(channel, mailbox)
+        return envelope.unpack_body(await mailbox.get())
+
+    async def new_channel(self, prefix: str = "specific") -> str:
+        """A new channel name that only this process receives on."""
+        prefix = prefix.rstrip(".")
+        process = await self._process()
+        await process.listen()
+        channel = f"{prefix}.{process.pid}!{secrets.token_hex(8)}"
+        self.require_valid_channel_name(channel)
+        process.mailbox(channel)
+        return channel
+
+    async def flush(self) -> None:
+        """Forget this process's messages and groups, and delete stored worker queues."""
+        process = await self._process()
+        await process.flush()
+
+    async def close(self) -> None:
+        """Close this event loop's connection. The layer reconnects if used again."""
+        loop = asyncio.get_running_loop()
+        process = self._processes.pop(loop, None)
+        if process is not None:
+            await process.close()
+
+    # -- groups extension ----------------------------------------------------------------------
+
+    async def group_add(self, group: str, channel: str) -> None:
+        """Add a process-specific channel to ``group`` for ``group_expiry`` seconds."""
+        self.require_valid_group_name(group)
+        self.require_valid_channel_name(channel)
+        if "!" not in channel:
+            raise ValueError(
+                f"cannot add worker channel {channel!r} to group {group!r}: channels_neffos "
+                f"groups hold process-specific channels (from new_channel()); send to the "
+                f"worker channel directly instead"
+            )
+        pid = self._require_process_channel_pid(channel)
+        process = await self._process()
+        if pid == process.pid:
+            await process.group_add_local(group, channel)
+        else:
+            await process.change_remote_membership("group_add", group, channel, pid)
+
+    async def group_discard(self, group: str, channel: str) -> None:
+        """Remove ``channel`` from ``group``; nothing sent to the group reaches it afterwards."""
+        self.require_valid_group_name(group)
+        self.require_valid_channel_name(channel)
+        if "!" not in channel:
+            return  # worker channels are never members (see group_add)
+        pid = self._require_process_channel_pid(channel)
+        process = await self._process()
+        if pid == process.pid:
+            await process.group_discard_local(group, channel)
+        else:
+            await process.change_remote_membership("group_discard", group, channel, pid)
+
+    async def group_send(self, group: str, message: dict[str, Any]) -> None:
+        """Deliver to local members now, and publish once for members in other processes."""
+        self.require_valid_group_name(group)
+        self._require_valid_message(message)
+        body = envelope.pack_body(message)
+        process = await self._process()
+        process.check_size(body)
+        process.deliver_to_group(group, body)
+        message_envelope = envelope.Envelope(envelope.GROUP, process.pid, group, body)
+        await process.publish(process.group_subject(group), message_envelope)

@@ -1,0 +1,69 @@
+"""Every exception channels_neffos raises, in one place.
+
+Each one says what went wrong *and* what to do about it. ``ChannelFull`` is Channels' own class,
+re-exported so ``except ChannelFull`` works the same with every layer.
+"""
+
+from __future__ import annotations
+
+from channels.exceptions import ChannelFull
+
+__all__ = [
+    "AskTimeout",
+    "BrokerUnavailable",
+    "ChannelFull",
+    "ChannelsNeffosError",
+    "MessageTooLarge",
+    "NoResponders",
+]
+
+
+class ChannelsNeffosError(Exception):
+    """Base class for the errors this package defines (``ChannelFull`` aside)."""
+
+
+class BrokerUnavailable(ChannelsNeffosError, ConnectionError):
+    """The broker could not be reached (at startup, or for an operation that needs an answer)."""
+
+    def __init__(self, url: str, reason: object) -> None:
+        self.url = url
+        super().__init__(
+            f"cannot reach the broker at {url}: {reason}. Check that the server is running and "
+            f"that the layer's CONFIG (hosts/servers, credentials, TLS) points at it."
+        )
+
+
+class MessageTooLarge(ChannelsNeffosError, ValueError):
+    """The encoded message is larger than the broker accepts in one message."""
+
+    def __init__(self, size: int, limit: int, broker: str) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"message is {size} bytes once encoded, but {broker} accepts at most {limit} bytes. "
+            f"Send a reference (a URL, a database id) instead of the data, or raise the "
+            f"broker's limit (NATS: max_payload in the server config)."
+        )
+
+
+class NoResponders(ChannelsNeffosError, LookupError):
+    """Nothing holds the target of a request: no process owns the channel, or the group is empty."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        super().__init__(
+            f"no responders for {target!r}: no running process holds this channel or has "
+            f"members in this group (has the consumer disconnected?)"
+        )
+
+
+class AskTimeout(ChannelsNeffosError, TimeoutError):
+    """No reply arrived in time."""
+
+    def __init__(self, target: str, timeout: float) -> None:
+        self.target = target
+        self.timeout = timeout
+        super().__init__(
+            f"no reply from {target!r} within {timeout:g}s: the receiver is slow, blocked or did "
+            f"not reply; raise the timeout or check its handler"
+        )

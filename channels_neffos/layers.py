@@ -1,0 +1,89 @@
+"""The two public layers: the engine plus a transport and its broker-specific options.
+
+Everything here is configuration: parse and check the ``CONFIG`` options, then build one
+transport per event loop. Unknown options raise ``TypeError`` naming the option (Django passes
+``CONFIG`` as keyword arguments, so Python's own message already does exactly that).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .engine import NeffosChannelLayer
+from .transports.base import Transport, TransportEvents
+from .transports.nats import NatsTransport
+from .transports.redis import RedisTransport
+
+
+class RedisChannelLayer(NeffosChannelLayer):
+    """Channel layer on Redis pub/sub (one PSUBSCRIBE pattern per process) and lists.
+
+    ``hosts``: a list with one Redis address — a ``redis://``, ``rediss://`` or ``unix://`` URL,
+    or a dict of redis-py connection keyword arguments (``{"address": url, ...}`` or
+    ``{"host": ..., "port": ..., "password": ...}``).
+    """
+
+    broker_name = "Redis"
+
+    def __init__(self, hosts: list[str | dict[str, Any]] | None = None, **options: Any) -> None:
+        super().__init__(**options)
+        if hosts is None:
+            hosts = ["redis://localhost:6379"]
+        if isinstance(hosts, (str, dict)):
+            raise TypeError(
+                f"hosts must be a list of Redis addresses; pass a list: hosts=[{hosts!r}]"
+            )
+        if not isinstance(hosts, (list, tuple)) or not hosts:
+            raise TypeError("hosts must be a non-empty list of redis:// URLs or dicts")
+        for host in hosts:
+            if not isinstance(host, (str, dict)):
+                raise TypeError(f"each entry of hosts must be a URL string or a dict, got {host!r}")
+        if len(hosts) > 1:
+            raise TypeError(
+                "RedisChannelLayer uses one Redis server (or one Redis Cluster endpoint) per "
+                "prefix; sharding across several servers is not supported yet. To spread load, "
+                "give each application (or namespace group) its own layer with its own server."
+            )
+        self.hosts = list(hosts)
+
+    def make_transport(self, events: TransportEvents) -> Transport:
+        return RedisTransport(self.hosts[0], self.prefix, events)
+
+
+class NatsChannelLayer(NeffosChannelLayer):
+    """Channel layer on NATS core subjects (one wildcard subscription per process).
+
+    ``servers``: a ``nats://`` / ``tls://`` URL or a list of them (one cluster).
+    ``connect_options``: keyword arguments for ``nats.connect`` — user/password, token, nkeys,
+    ``user_credentials``, ``tls``, reconnect settings — merged over this layer's defaults
+    (reconnect forever, 0.5 s between attempts).
+    """
+
+    broker_name = "NATS"
+
+    def __init__(
+        self,
+        servers: str | list[str] | None = None,
+        connect_options: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(**options)
+        if servers is None:
+            servers = ["nats://localhost:4222"]
+        if isinstance(servers, str):
+            servers = [servers]
+        if not isinstance(servers, (list, tuple)) or not servers:
+            raise TypeError("servers must be a nats:// URL or a non-empty list of them")
+        if not all(isinstance(server, str) for server in servers):
+            raise TypeError(f"each of servers must be a URL string, got {servers!r}")
+        if connect_options is not None and not isinstance(connect_options, dict):
+            raise TypeError("connect_options must be a dict of nats.connect() keyword arguments")
+        reserved = {"servers"} & set(connect_options or ())
+        if reserved:
+            raise TypeError("put the server URLs in the layer's 'servers' option, not in "
+                            "connect_options")
+        self.servers = list(servers)
+        self.connect_options = dict(connect_options or {})
+
+    def make_transport(self, events: TransportEvents) -> Transport:
+        return NatsTransport(self.servers, self.connect_options, self.prefix, events)

@@ -1,0 +1,424 @@
+"""One layer's presence on one event loop: a "process" with its own ``pid`` and broker connection.
+
+Everything that owns sockets, tasks or futures lives here, so that closing an event loop closes
+exactly what that loop opened. The public, validated API is :mod:`channels_neffos.engine`.
+
+Routing (``P`` = prefix, ``pid`` = this process):
+
+* A process channel ``<prefix>.<pid>!<id>`` belongs to the process whose ``pid`` it names. Sent
+  from its owner, it goes straight into the local mailbox and never touches the broker; sent from
+  elsewhere, it is published once to ``P/<pid>/c/<channel>``, which the owner receives through
+  its single wildcard subscription ``P/<pid>/*``.
+* A group is local membership plus one subscription ``P/g/<group>`` while it has local members.
+  ``group_send`` delivers to local members directly and publishes once; every process delivers
+  what it receives to its own members and drops the echo of its own publishes.
+* A worker channel (no ``!``) is a broker queue ``P/q/<name>``; a receive pulls one message at a
+  time into a local mailbox, so each message reaches exactly one reader in the whole system.
+* ``group_add``/``group_discard`` for a channel owned by another process are forwarded to the
+  owner as a request and return once the owner confirmed, so a ``group_send`` issued right after
+  reaches the channel.
+
+Delivery is at-most-once. Order is FIFO per sender and channel; a message sent to a channel and a
+``group_send`` reaching the same channel travel on different subjects, so their relative order
+holds locally and on Redis (one pub/sub connection) but not necessarily on NATS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Awaitable
+from time import monotonic
+from typing import TYPE_CHECKING, Any
+
+from channels.exceptions import ChannelFull
+
+from . import envelope
+from .envelope import CHANNEL, CONTROL, GROUP, REPLY, Envelope
+from .exceptions import AskTimeout, BrokerUnavailable, MessageTooLarge, NoResponders
+from .mailbox import Mailbox
+
+if TYPE_CHECKING:
+    from .engine import NeffosChannelLayer
+
+logger = logging.getLogger("channels_neffos")
+
+#: How long a worker-channel fetcher blocks on the broker per attempt; bounds how long a
+#: fetcher outlives its last receiver.
+_QUEUE_POP_TIMEOUT = 1.0
+#: How long group_add/group_discard wait for the owner of a remote channel to confirm.
+CONTROL_TIMEOUT = 5.0
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("channels_neffos background task failed", exc_info=task.exception())
+
+
+def owner_pid(channel: str) -> str | None:
+    """The ``pid`` a process channel name carries, or ``None`` if it carries none we made."""
+    local_part = channel[: channel.find("!")]
+    pid = local_part[local_part.rfind(".") + 1 :]
+    if len(pid) == 12 and all(c in "0123456789abcdef" for c in pid):
+        return pid
+    return None
+
+
+class LayerProcess:
+    """Per-event-loop state of one layer. Implements the transport's ``TransportEvents``."""
+
+    def __init__(self, layer: NeffosChannelLayer) -> None:
+        self.layer = layer
+        self.pid = secrets.token_hex(6)
+        self.prefix = layer.prefix
+        self.transport = layer.make_transport(self)
+        self.mailboxes: dict[str, Mailbox] = {}
+        #: group -> {local channel -> membership deadline (monotonic)}
+        self.groups: dict[str, dict[str, float]] = {}
+        #: group -> subscription in progress or done; awaited by every concurrent group_add
+        self._group_subscriptions: dict[str, asyncio.Future[None]] = {}
+        self._replies: dict[str, asyncio.Future[Envelope]] = {}
+        self._fetchers: dict[str, asyncio.Task[None]] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self._listening: asyncio.Future[None] | None = None
+        self._last_sweep = monotonic()
+        self.drop = layer.drop_log
+        self.connected = False
+        self.started = False
+        self.closed = False
+        self.max_body = 0
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.transport.connect()
+        self.connected = True
+        # Largest user body such that the envelope around it still fits the broker.
+        self.max_body = self.transport.max_payload - self.layer.ENVELOPE_ALLOWANCE
+        self.started = True
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        tasks = [*self._fetchers.values(), *self._background]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for future in self._replies.values():
+            if not future.done():
+                future.cancel()
+        await self.transport.close()
+
+    async def listen(self) -> None:
+        """Subscribe this process's wildcard once; every concurrent caller waits for it."""
+        if self._listening is None:
+            self._listening = asyncio.ensure_future(
+                self.transport.subscribe(
+                    self.transport.wildcard(self.prefix, self.pid), self._on_process_message
+                )
+            )
+        try:
+            await asyncio.shield(self._listening)
+        except BaseException:
+            if self._listening.done() and self._listening.exception() is not None:
+                self._listening = None  # let the next caller try again
+            raise
+
+    # -- TransportEvents -----------------------------------------------------------------------
+
+    def connection_lost(self, reason: BaseException | None) -> None:
+        self.connected = False
+        self.layer.counters["connection_lost"] += 1
+
+    def connection_restored(self) -> None:
+        self.connected = True
+
+    def no_responders(self, reply_subject: str) -> None:
+        future = self._replies.get(reply_subject)
+        if future is not None and not future.done():
+            future.set_exception(NoResponders(reply_subject))
+
+    # -- subjects ------------------------------------------------------------------------------
+
+    def channel_subject(self, pid: str, channel: str) -> str:
+        return self.transport.subject(self.prefix, pid, "c", channel)
+
+    def group_subject(self, group: str) -> str:
+        return self.transport.subject(self.prefix, "g", group)
+
+    def queue_name(self, channel: str) -> str:
+        return self.transport.subject(self.prefix, "q", channel)
+
+    # -- local delivery ------------------------------------------------------------------------
+
+    def mailbox(self, channel: str) -> Mailbox:
+        mailbox = self.mailboxes.get(channel)
+        if mailbox is None:
+            capacity = self.layer.get_capacity(channel)
+            mailbox = self.mailboxes[channel] = Mailbox(channel, capacity, self._expired)
+        return mailbox
+
+    def _expired(self, channel: str, count: int) -> None:
+        self.drop("expired", channel, count)
+
+    def deliver(self, channel: str, body: bytes, *, raise_full: bool) -> None:
+        if not self.mailbox(channel).put(body, monotonic() + self.layer.expiry):
+            if raise_full:
+                raise ChannelFull(channel)
+            self.drop("channel_full", channel)
+
+    def deliver_to_group(self, group: str, body: bytes) -> None:
+        members = self.groups.get(group)
+        if not members:
+            return
+        now = monotonic()
+        for channel, deadline in list(members.items()):
+            if deadline < now:
+                self._forget_member(group, channel)
+            else:
+                self.deliver(channel, body, raise_full=False)
+
+    # -- publishing ----------------------------------------------------------------------------
+
+    def check_size(self, body: bytes) -> None:
+        if len(body) > self.max_body:
+            raise MessageTooLarge(
+                len(body) + self.layer.ENVELOPE_ALLOWANCE,
+                self.transport.max_payload,
+                self.layer.broker_name,
+            )
+
+    async def publish(self, subject: str, message: Envelope) -> None:
+        try:
+            await self.transport.publish(subject, envelope.encode(message))
+        except ConnectionError:
+            self.drop("broker_down", f"{subject} ({self.transport.url})")
+
+    async def send_to_worker_channel(self, channel: str, body: bytes) -> None:
+        payload = envelope.encode(Envelope(CHANNEL, self.pid, channel, body, None, time.time()))
+        capacity = self.layer.get_capacity(channel)
+        try:
+            pushed = await self.transport.queue_push(
+                self.queue_name(channel), payload, capacity, self.layer.expiry
+            )
+        except ConnectionError as exc:
+            raise BrokerUnavailable(self.transport.url, exc) from exc
+        if not pushed:
+            raise ChannelFull(channel)
+
+    # -- receiving from the broker -------------------------------------------------------------
+
+    def _decode(self, payload: bytes) -> Envelope | None:
+        try:
+            return envelope.decode(payload)
+        except ValueError as exc:
+            self.drop("garbage", str(exc))
+            return None
+
+    def _on_process_message(self, payload: bytes) -> None:
+        message = self._decode(payload)
+        if message is None:
+            return
+        kind = message.kind
+        if kind == CHANNEL:
+            self.deliver(message.target, message.body, raise_full=False)
+        elif kind == REPLY:
+            future = self._replies.get(message.target)
+            if future is not None and not future.done():
+                future.set_result(message)
+        elif kind == CONTROL:
+            self._apply_control(message)
+        self._maybe_sweep()
+
+    def _on_group_message(self, payload: bytes) -> None:
+        message = self._decode(payload)
+        if message is not None and message.origin_pid != self.pid:
+            self.deliver_to_group(message.target, message.body)
+
+    # -- requests (used by remote group membership) --------------------------------------------
+
+    async def request(self, subject: str, message: Envelope, timeout: float) -> Envelope:
+        """Publish ``message`` with a reply address and wait for the answering envelope."""
+        await self.listen()
+        reply_subject = self.transport.subject(self.prefix, self.pid, "r", secrets.token_hex(8))
+        future: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
+        self._replies[reply_subject] = future
+        try:
+            payload = envelope.encode(message._replace(reply_to=reply_subject))
+            try:
+                receivers = await self.transport.publish_request(subject, payload, reply_subject)
+            except ConnectionError as exc:
+                raise BrokerUnavailable(self.transport.url, exc) from exc
+            if receivers == 0:
+                raise NoResponders(message.target)
+            try:
+                return await asyncio.wait_for(future, timeout)
+            except asyncio.TimeoutError:
+                raise AskTimeout(message.target, timeout) from None
+        finally:
+            del self._replies[reply_subject]
+
+    async def reply(self, request: Envelope, body: bytes) -> None:
+        if request.reply_to:
+            answer = Envelope(REPLY, self.pid, request.reply_to, body)
+            await self.publish(request.reply_to, answer)
+
+    def _apply_control(self, request: Envelope) -> None:
+        operation = envelope.unpack_body(request.body)
+        channel, group = request.target, operation.get("group", "")
+        if channel not in self.mailboxes:
+            result: dict[str, Any] = {"error": "unknown_channel"}
+            self._spawn(self.reply(request, envelope.pack_body(result)))
+            return
+        if operation.get("op") == "group_add":
+            done: Awaitable[None] = self.group_add_local(group, channel)
+        else:
+            done = self.group_discard_local(group, channel)
+
+        async def apply_then_reply() -> None:
+            await done
+            await self.reply(request, envelope.pack_body({"ok": True}))
+
+        self._spawn(apply_then_reply())
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        """Run ``work`` in the background; close() cancels and awaits it."""
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        _log_failure(task)
+
+    async def change_remote_membership(self, op: str, group: str, channel: str, pid: str) -> None:
+        body = envelope.pack_body({"op": op, "group": group})
+        request = Envelope(CONTROL, self.pid, channel, body)
+        try:
+            answer = await self.request(self.channel_subject(pid, channel), request, CONTROL_TIMEOUT)
+        except NoResponders:
+            return  # the owning process is gone, and with it the channel: nothing to change
+        if "error" in envelope.unpack_body(answer.body):
+            return  # the owner no longer has this channel: likewise
+
+    # -- groups --------------------------------------------------------------------------------
+
+    async def group_add_local(self, group: str, channel: str) -> None:
+        self.groups.setdefault(group, {})[channel] = monotonic() + self.layer.group_expiry
+        subscribed = self._group_subscriptions.get(group)
+        if subscribed is None:
+            subscribed = asyncio.ensure_future(
+                self.transport.subscribe(self.group_subject(group), self._on_group_message)
+            )
+            self._group_subscriptions[group] = subscribed
+        try:
+            await asyncio.shield(subscribed)
+        except BaseException:
+            if subscribed.done() and subscribed.exception() is not None:
+                self._group_subscriptions.pop(group, None)
+            raise
+
+    async def group_discard_local(self, group: str, channel: str) -> None:
+        # Delivery stops at once; the broker subscription, if now unused, goes in the background.
+        self._forget_member(group, channel)
+
+    def _forget_member(self, group: str, channel: str) -> bool:
+        """Remove ``channel`` from ``group``; True if the group has no local members left."""
+        members = self.groups.get(group)
+        if members is None:
+            return False
+        members.pop(channel, None)
+        if members:
+            return False
+        del self.groups[group]
+        if group in self._group_subscriptions:
+            # Unsubscribe later, outside whatever synchronous path noticed the emptiness.
+            self._spawn(self._unsubscribe_if_empty(group))
+        return True
+
+    async def _unsubscribe_if_empty(self, group: str) -> None:
+        subscribed = self._group_subscriptions.get(group)
+        if subscribed is None or group in self.groups:
+            return
+        await asyncio.gather(subscribed, return_exceptions=True)
+        if group not in self.groups and self._group_subscriptions.get(group) is subscribed:
+            del self._group_subscriptions[group]
+            await self.transport.unsubscribe(self.group_subject(group))
+
+    # -- worker channels -----------------------------------------------------------------------
+
+    def ensure_fetcher(self, channel: str, mailbox: Mailbox) -> None:
+        running = self._fetchers.get(channel)
+        if running is None or running.done():
+            task = asyncio.ensure_future(self._fetch_worker_messages(channel, mailbox))
+            self._fetchers[channel] = task
+            task.add_done_callback(lambda t: self._fetcher_done(channel, t))
+
+    def _fetcher_done(self, channel: str, task: asyncio.Task[None]) -> None:
+        if self._fetchers.get(channel) is task:
+            del self._fetchers[channel]
+        _log_failure(task)
+
+    async def _fetch_worker_messages(self, channel: str, mailbox: Mailbox) -> None:
+        """Pull one message at a time while receivers wait, so others can take the rest."""
+        await asyncio.sleep(0)  # let the receiver that started us register as a waiter
+        name = self.queue_name(channel)
+        capacity = self.layer.get_capacity(channel)
+        while mailbox.has_waiters and not self.closed:
+            try:
+                payload = await self.transport.queue_pop(name, _QUEUE_POP_TIMEOUT, capacity)
+            except ConnectionError as exc:
+                logger.warning("cannot receive from worker channel %s: %s", channel, exc)
+                await asyncio.sleep(_QUEUE_POP_TIMEOUT)
+                continue
+            if payload is None:
+                continue
+            message = self._decode(payload)
+            if message is None:
+                continue
+            age = time.time() - (message.sent_at or time.time())
+            remaining = self.layer.expiry - age
+            if remaining < 0:
+                self.drop("expired", channel)
+                continue
+            # Already taken off the broker queue: it must not be refused for capacity.
+            mailbox.put(message.body, monotonic() + remaining, force=True)
+
+    # -- housekeeping --------------------------------------------------------------------------
+
+    def _maybe_sweep(self) -> None:
+        now = monotonic()
+        if now - self._last_sweep >= self.layer.sweep_interval:
+            self._last_sweep = now
+            self.sweep(now)
+
+    def sweep(self, now: float) -> None:
+        """Forget channels nobody has received from for ``expiry`` and whose messages expired.
+
+        Channels gives a layer no "channel closed" call; a consumer that went away without
+        ``group_discard`` leaves its channel behind. Once nobody has waited on it for a whole
+        ``expiry`` and nothing unexpired waits in it, it is dead: drop it and its memberships.
+        """
+        idle_before = now - self.layer.expiry
+        for channel, mailbox in list(self.mailboxes.items()):
+            if mailbox.has_waiters or mailbox.last_active > idle_before:
+                continue
+            if mailbox.drop_expired() == 0:
+                del self.mailboxes[channel]
+                for group in [g for g, members in self.groups.items() if channel in members]:
+                    self._forget_member(group, channel)
+
+    async def flush(self) -> None:
+        for channel, mailbox in list(self.mailboxes.items()):
+            mailbox.clear()
+            if not mailbox.has_waiters:  # a waiting receiver keeps its (now empty) mailbox
+                del self.mailboxes[channel]
+        groups = list(self._group_subscriptions)
+        self.groups.clear()
+        self._group_subscriptions.clear()
+        for group in groups:
+            await self.transport.unsubscribe(self.group_subject(group))
+        await self.transport.queue_flush()

@@ -1,0 +1,38 @@
+"""A channel-layer peer in a separate OS process, for the conformance suite's cross-process cases.
+
+Usage: ``python -m channels_neffos.testing._child '<spec json>' <operation> <args...>``
+
+* ``member <group> <report_channel>`` — join ``group`` with a new channel, report ``ready``,
+  then forward the first group message it receives to ``report_channel`` and exit.
+* ``send <channel> '<message json>'`` / ``group_send <group> '<message json>'`` — send and exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+from django.utils.module_loading import import_string
+
+
+async def main(spec: dict[str, object], operation: str, args: list[str]) -> None:
+    layer = import_string(str(spec["backend"]))(**dict(spec["config"]))  # type: ignore[call-overload]
+    if operation == "member":
+        group, report_channel = args
+        channel = await layer.new_channel()
+        await layer.group_add(group, channel)
+        await layer.send(report_channel, {"type": "ready", "channel": channel})
+        message = await asyncio.wait_for(layer.receive(channel), 30)
+        await layer.send(report_channel, {"type": "forwarded", "message": message})
+    elif operation == "send":
+        await layer.send(args[0], json.loads(args[1]))
+    elif operation == "group_send":
+        await layer.group_send(args[0], json.loads(args[1]))
+    else:
+        raise SystemExit(f"unknown operation {operation!r}")
+    await layer.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(json.loads(sys.argv[1]), sys.argv[2], sys.argv[3:]))

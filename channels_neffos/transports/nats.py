@@ -1,0 +1,200 @@
+"""NATS transport: subjects for process channels and groups, queue groups for worker channels.
+
+One nats-py connection per event loop carries everything. Process channels live under one
+wildcard subscription ``P.<pid>.>``; each group with local members is one exact subscription
+``P.g.<group>``; a worker channel is a queue subscription on ``P.q.<name>`` (queue group of the
+same name), so the server hands each message to exactly one subscribed reader.
+
+Channel and group names may contain ``.``, which NATS reads as a token separator, and may produce
+empty tokens (``a..b``, a leading or trailing dot) that NATS cannot carry. Each token is escaped
+on its own — an empty token becomes ``_`` and a token starting with ``_`` gets one more ``_`` —
+which keeps subjects readable and the mapping injective.
+
+What is lost: nats-py buffers publishes (``pending_size``, 2 MiB by default) during a reconnect and
+sends them afterwards; beyond that buffer, publishes fail and the engine logs and counts them.
+Nothing is stored by the server (no JetStream): a worker-channel message published while no
+reader is subscribed is dropped by the server, so worker channels only receive what is sent after
+the first ``receive()`` on them. nats-py re-subscribes everything on reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import nats
+import nats.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from ..exceptions import BrokerUnavailable
+from .base import OnMessage, Transport, TransportEvents
+
+logger = logging.getLogger("channels_neffos.nats")
+
+_DEFAULT_CONNECT_OPTIONS: dict[str, Any] = {
+    "connect_timeout": 2,
+    "max_reconnect_attempts": -1,  # a layer outlives broker restarts
+    "reconnect_time_wait": 0.5,
+}
+#: How long the first connection may take before the layer gives up with BrokerUnavailable.
+_STARTUP_TIMEOUT = 5.0
+_FLUSH_TIMEOUT = 10
+
+
+def escape_token(token: str) -> str:
+    if not token:
+        return "_"
+    return "_" + token if token[0] == "_" else token
+
+
+class NatsTransport(Transport):
+    max_payload = 1024 * 1024  # the server's real limit replaces this on connect
+
+    def __init__(
+        self,
+        servers: list[str],
+        connect_options: dict[str, Any],
+        prefix: str,
+        events: TransportEvents,
+    ) -> None:
+        self._servers = servers
+        self._connect_options = connect_options
+        self._prefix = prefix
+        self._events = events
+        self.url = ", ".join(servers)
+        self._client: Client | None = None
+        self._subscriptions: dict[str, Subscription] = {}
+        self._queue_subscriptions: dict[str, Subscription] = {}
+        self._last_error: BaseException | None = None
+
+    # -- naming --------------------------------------------------------------------------------
+
+    def subject(self, *parts: str) -> str:
+        return ".".join(escape_token(token) for part in parts for token in part.split("."))
+
+    def wildcard(self, *parts: str) -> str:
+        return self.subject(*parts) + ".>"
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        user_options = dict(self._connect_options)
+        callbacks = {
+            name: user_options.pop(name, None)
+            for name in ("error_cb", "disconnected_cb", "reconnected_cb")
+        }
+
+        async def error_cb(exc: Exception) -> None:
+            self._last_error = exc
+            logger.debug("NATS error at %s: %s", self.url, exc)
+            if callbacks["error_cb"] is not None:
+                await callbacks["error_cb"](exc)
+
+        async def disconnected_cb() -> None:
+            if self._client is not None and not self._client.is_closed:
+                logger.warning("lost connection to NATS at %s; reconnecting", self.url)
+                self._events.connection_lost(self._last_error)
+            if callbacks["disconnected_cb"] is not None:
+                await callbacks["disconnected_cb"]()
+
+        async def reconnected_cb() -> None:
+            logger.warning("reconnected to NATS at %s", self.url)
+            self._events.connection_restored()
+            if callbacks["reconnected_cb"] is not None:
+                await callbacks["reconnected_cb"]()
+
+        client = Client()
+        options = {**_DEFAULT_CONNECT_OPTIONS, **user_options}
+        try:
+            await asyncio.wait_for(
+                client.connect(
+                    servers=self._servers,
+                    error_cb=error_cb,
+                    disconnected_cb=disconnected_cb,
+                    reconnected_cb=reconnected_cb,
+                    **options,
+                ),
+                _STARTUP_TIMEOUT,
+            )
+        except (OSError, nats.errors.Error, asyncio.TimeoutError) as exc:
+            await client.close()
+            raise BrokerUnavailable(self.url, self._last_error or exc) from exc
+        self._client = client
+        self.max_payload = client.max_payload
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None and not client.is_closed:
+            await client.close()
+
+    def _connected_client(self) -> Client:
+        if self._client is None:
+            raise ConnectionError(f"not connected to NATS at {self.url}")
+        return self._client
+
+    # -- pub/sub -------------------------------------------------------------------------------
+
+    async def subscribe(self, subject: str, on_message: OnMessage) -> None:
+        client = self._connected_client()
+        events = self._events
+
+        async def deliver(msg: Msg) -> None:
+            headers = msg.headers
+            if headers and headers.get("Status") == "503":
+                events.no_responders(msg.subject)
+            else:
+                on_message(msg.data)
+
+        self._subscriptions[subject] = await client.subscribe(subject, cb=deliver)
+        await self._flush(client)
+
+    async def _flush(self, client: Client) -> None:
+        try:
+            await client.flush(timeout=_FLUSH_TIMEOUT)
+        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            raise BrokerUnavailable(self.url, f"subscription not confirmed: {exc}") from exc
+
+    async def unsubscribe(self, subject: str) -> None:
+        subscription = self._subscriptions.pop(subject, None)
+        if subscription is not None and self._client is not None and not self._client.is_closed:
+            await subscription.unsubscribe()
+
+    async def publish(self, subject: str, payload: bytes, reply_to: str | None = None) -> None:
+        try:
+            await self._connected_client().publish(subject, payload, reply=reply_to or "")
+        except nats.errors.Error as exc:
+            raise ConnectionError(f"cannot publish to NATS at {self.url}: {exc!r}") from exc
+
+    async def publish_request(self, subject: str, payload: bytes, reply_to: str) -> int | None:
+        await self.publish(subject, payload, reply_to)
+        return None  # the server reports "no responders" to reply_to, see subscribe()
+
+    # -- worker queues -------------------------------------------------------------------------
+
+    async def queue_push(self, name: str, payload: bytes, capacity: int, ttl: float) -> bool:
+        await self.publish(name, payload)
+        return True
+
+    async def queue_pop(self, name: str, timeout: float, capacity: int) -> bytes | None:
+        subscription = self._queue_subscriptions.get(name)
+        if subscription is None:
+            client = self._connected_client()
+            subscription = await client.subscribe(name, queue=name, pending_msgs_limit=capacity)
+            self._queue_subscriptions[name] = subscription
+            await self._flush(client)
+        try:
+            msg = await subscription.next_msg(timeout=timeout)
+        except nats.errors.TimeoutError:
+            return None
+        except nats.errors.Error as exc:
+            raise ConnectionError(f"cannot receive from NATS at {self.url}: {exc!r}") from exc
+        return msg.data
+
+    async def queue_flush(self) -> None:
+        """NATS stores nothing for worker channels; what our subscriptions hold is dropped."""
+        subscriptions, self._queue_subscriptions = self._queue_subscriptions, {}
+        for subscription in subscriptions.values():
+            await subscription.unsubscribe()
