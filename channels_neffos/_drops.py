@@ -40,5 +40,8 @@ class DropLog:
             logger.warning(
                 "channels_neffos dropped %d message(s) because %s (latest: %s); "
                 "see layer.counters[%r]",
-                dropped, REASONS[reason], where, reason,
+                dropped,
+                REASONS[reason],
+                where,
+                reason,
             )

@@ -209,6 +209,7 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
         prefix = prefix.rstrip(".")
         process = await self._process()
         await process.listen()
+        process.maybe_sweep()
         channel = f"{prefix}.{process.pid}!{secrets.token_hex(8)}"
         self.require_valid_channel_name(channel)
         process.mailbox(channel)

@@ -80,8 +80,9 @@ class NatsChannelLayer(NeffosChannelLayer):
             raise TypeError("connect_options must be a dict of nats.connect() keyword arguments")
         reserved = {"servers"} & set(connect_options or ())
         if reserved:
-            raise TypeError("put the server URLs in the layer's 'servers' option, not in "
-                            "connect_options")
+            raise TypeError(
+                "put the server URLs in the layer's 'servers' option, not in connect_options"
+            )
         self.servers = list(servers)
         self.connect_options = dict(connect_options or {})
 

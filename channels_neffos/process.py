@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from channels.exceptions import ChannelFull
 
 from . import envelope
-from .envelope import CHANNEL, CONTROL, GROUP, REPLY, Envelope
+from .envelope import CHANNEL, CONTROL, REPLY, Envelope
 from .exceptions import AskTimeout, BrokerUnavailable, MessageTooLarge, NoResponders
 from .mailbox import Mailbox
 
@@ -231,12 +231,13 @@ class LayerProcess:
                 future.set_result(message)
         elif kind == CONTROL:
             self._apply_control(message)
-        self._maybe_sweep()
+        self.maybe_sweep()
 
     def _on_group_message(self, payload: bytes) -> None:
         message = self._decode(payload)
         if message is not None and message.origin_pid != self.pid:
             self.deliver_to_group(message.target, message.body)
+            self.maybe_sweep()
 
     # -- requests (used by remote group membership) --------------------------------------------
 
@@ -298,7 +299,9 @@ class LayerProcess:
         body = envelope.pack_body({"op": op, "group": group})
         request = Envelope(CONTROL, self.pid, channel, body)
         try:
-            answer = await self.request(self.channel_subject(pid, channel), request, CONTROL_TIMEOUT)
+            answer = await self.request(
+                self.channel_subject(pid, channel), request, CONTROL_TIMEOUT
+            )
         except NoResponders:
             return  # the owning process is gone, and with it the channel: nothing to change
         if "error" in envelope.unpack_body(answer.body):
@@ -389,7 +392,7 @@ class LayerProcess:
 
     # -- housekeeping --------------------------------------------------------------------------
 
-    def _maybe_sweep(self) -> None:
+    def maybe_sweep(self) -> None:
         now = monotonic()
         if now - self._last_sweep >= self.layer.sweep_interval:
             self._last_sweep = now

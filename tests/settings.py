@@ -1,6 +1,6 @@
 """Minimal Django settings for the test suite."""
 
-SECRET_KEY = "channels-neffos-tests"  # noqa: S105 - test-only
+SECRET_KEY = "channels-neffos-tests"
 INSTALLED_APPS = ["channels"]
 DATABASES: dict[str, dict[str, str]] = {}
 USE_TZ = True

@@ -32,9 +32,8 @@ from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
-from django.utils.module_loading import import_string
-
 from channels.exceptions import ChannelFull
+from django.utils.module_loading import import_string
 
 RECEIVE_TIMEOUT = 5.0
 
@@ -68,8 +67,13 @@ async def assert_nothing_arrives(layer: Any, channel: str, wait: float = 0.3) ->
 
 async def run_child(spec: LayerSpec, *args: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "channels_neffos.testing._child", spec.to_json(), *args,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "channels_neffos.testing._child",
+        spec.to_json(),
+        *args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
 
 
@@ -168,7 +172,9 @@ class ChannelLayerConformance:
         assert (await receive_within(layer, channel))["type"] == "x"
 
     @pytest.mark.asyncio
-    async def test_received_messages_are_private_copies(self, make_layer: Callable[..., Any]) -> None:
+    async def test_received_messages_are_private_copies(
+        self, make_layer: Callable[..., Any]
+    ) -> None:
         layer = make_layer()
         group = "copies-" + secrets.token_hex(4)
         first, second = await layer.new_channel(), await layer.new_channel()
@@ -331,7 +337,9 @@ class ChannelLayerConformance:
         assert child.returncode == 0, stderr.decode()
 
     @pytest.mark.asyncio
-    async def test_group_send_from_another_os_process(self, layer: Any, layer_spec: LayerSpec) -> None:
+    async def test_group_send_from_another_os_process(
+        self, layer: Any, layer_spec: LayerSpec
+    ) -> None:
         group = "g-" + secrets.token_hex(4)
         channel = await layer.new_channel()
         await layer.group_add(group, channel)

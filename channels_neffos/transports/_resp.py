@@ -41,8 +41,8 @@ async def open_streams(pool: ConnectionPool) -> StreamPair:
     close a socket that is now ours. This reads two private attributes (stable since redis-py
     4.2); if a future release renames them, we fail loudly here rather than misbehave later.
     """
-    connection: AbstractConnection = pool.make_connection()
-    await connection.connect()
+    connection: AbstractConnection = pool.make_connection()  # type: ignore[no-untyped-call]
+    await connection.connect()  # type: ignore[no-untyped-call]
     reader = getattr(connection, "_reader", None)
     writer = getattr(connection, "_writer", None)
     if not isinstance(reader, asyncio.StreamReader) or not isinstance(writer, asyncio.StreamWriter):
@@ -150,19 +150,18 @@ class RespConnection:
 
     async def _reconnect(self) -> None:
         delay = _RECONNECT_FIRST_DELAY
+        attempts = 0
         while not self._closed:
             await asyncio.sleep(delay)
+            attempts += 1
             try:
                 await self.connect()
-            except (OSError, ConnectionError, asyncio.TimeoutError) as exc:
-                logger.debug("reconnecting to Redis at %s failed: %s", self.url, exc)
+            except Exception as exc:  # refused, timed out, auth error...: keep trying, say why
+                log = logger.warning if attempts == 1 else logger.debug
+                log("reconnecting to Redis at %s failed (will keep trying): %s", self.url, exc)
                 delay = min(delay * 2, _RECONNECT_MAX_DELAY)
                 continue
-            except Exception as exc:  # e.g. redis AuthenticationError: keep trying, say why
-                logger.warning("reconnecting to Redis at %s failed: %s", self.url, exc)
-                delay = _RECONNECT_MAX_DELAY
-                continue
-            logger.warning("reconnected to Redis at %s", self.url)
+            logger.warning("reconnected to Redis at %s after %d attempt(s)", self.url, attempts)
             await self._on_reconnected()
             return
 
@@ -188,4 +187,4 @@ class RespConnection:
 
 
 def pack(*args: bytes | str | int | float) -> bytes:
-    return hiredis.pack_command(args)  # type: ignore[no-any-return]
+    return hiredis.pack_command(args)  # type: ignore[arg-type,no-any-return]

@@ -65,7 +65,7 @@ class Transport(abc.ABC):
 
     @abc.abstractmethod
     async def subscribe(self, subject: str, on_message: OnMessage) -> None:
-        """Subscribe to an exact subject or a :meth:`wildcard`; returns once the broker confirmed."""
+        """Subscribe to an exact subject or a :meth:`wildcard`; return once the broker confirms."""
 
     @abc.abstractmethod
     async def unsubscribe(self, subject: str) -> None:

@@ -169,7 +169,10 @@ class RedisTransport(Transport):
         async with self._pubsub_lock:
             if self._pubsub is None:
                 pubsub = RespConnection(
-                    self._pool, self.url, self._on_pubsub_reply, self._on_pubsub_lost,
+                    self._pool,
+                    self.url,
+                    self._on_pubsub_reply,
+                    self._on_pubsub_lost,
                     self._resubscribe,
                 )
                 try:
@@ -249,7 +252,10 @@ class RedisTransport(Transport):
             popped = await self._blocking().brpop([name], timeout=timeout)
         except (OSError, RedisError) as exc:
             raise ConnectionError(f"cannot pop from Redis at {self.url}: {exc}") from exc
-        return None if popped is None else popped[1]  # type: ignore[no-any-return]
+        if popped is None:
+            return None
+        payload = popped[1]
+        return payload if isinstance(payload, bytes) else payload.encode()
 
     async def queue_flush(self) -> None:
         client = self._blocking()

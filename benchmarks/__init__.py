@@ -1,0 +1,1 @@
+"""Throughput and latency benchmarks; run ``python -m benchmarks --help``."""

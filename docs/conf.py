@@ -1,0 +1,10 @@
+"""Sphinx configuration for channels_neffos."""
+
+project = "channels_neffos"
+author = "channels_neffos developers"
+copyright = "2026, channels_neffos developers"  # noqa: A001
+extensions = ["sphinx.ext.autodoc"]
+exclude_patterns = ["_build"]
+html_theme = "alabaster"
+autodoc_member_order = "bysource"
+nitpicky = False

@@ -1,0 +1,73 @@
+"""NATS-specific behaviour: subject escaping, payload limit, startup errors, configuration."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+
+from channels_neffos import BrokerUnavailable, MessageTooLarge, NatsChannelLayer
+from channels_neffos.testing.brokers import BrokerProcess, free_port
+from channels_neffos.testing.conformance import LayerSpec
+from channels_neffos.transports.nats import NatsTransport
+
+
+def test_subjects_escape_empty_and_underscore_tokens_injectively() -> None:
+    transport = NatsTransport(["nats://x"], {}, "P", events=None)  # type: ignore[arg-type]
+    names = ["a..b", "a._.b", ".lead", "_.lead", "trail.", "trail._", "_x", "__x", "x", "a.b"]
+    subjects = [transport.subject("P", "g", name) for name in names]
+    assert len(set(subjects)) == len(names)
+    for subject in subjects:
+        assert "" not in subject.split(".")
+    assert transport.subject("P", "g", "chat.room-1") == "P.g.chat.room-1"
+    assert transport.wildcard("P", "abc") == "P.abc.>"
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("group", ["a..b", ".lead", "trail.", "_under", "a._.b"])
+async def test_awkward_group_names_cross_instances(nats_spec: LayerSpec, group: str) -> None:
+    member, sender = nats_spec.build(), nats_spec.build()
+    channel = await member.new_channel()
+    await member.group_add(group, channel)
+    await sender.group_send(group, {"type": "x", "group": group})
+    assert (await asyncio.wait_for(member.receive(channel), 5))["group"] == group
+
+
+@pytest.mark.asyncio
+async def test_message_over_max_payload_raises_everywhere(nats_spec: LayerSpec) -> None:
+    layer, other = nats_spec.build(), nats_spec.build()
+    own = await layer.new_channel()
+    remote = await other.new_channel()
+    blob = os.urandom(2 * 1024 * 1024)
+    for send in (layer.send(own, {"data": blob}), layer.send(remote, {"data": blob})):
+        with pytest.raises(MessageTooLarge, match="max_payload"):
+            await send
+    with pytest.raises(MessageTooLarge):
+        await layer.group_send("g", {"data": blob})
+
+
+@pytest.mark.asyncio
+async def test_unreachable_server_at_startup_raises_broker_unavailable_naming_the_url() -> None:
+    url = f"nats://127.0.0.1:{free_port()}"
+    layer = NatsChannelLayer(servers=url)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(BrokerUnavailable, match=url.replace(".", r"\.")):
+        await layer.new_channel()
+    assert loop.time() - started < 8
+
+
+def test_servers_in_connect_options_are_refused() -> None:
+    with pytest.raises(TypeError, match="'servers' option"):
+        NatsChannelLayer(connect_options={"servers": ["nats://x"]})
+
+
+@pytest.mark.asyncio
+async def test_connect_options_reach_nats(fresh_nats_server: BrokerProcess) -> None:
+    names: list[str] = []
+    layer = NatsChannelLayer(servers=[fresh_nats_server.url], connect_options={"name": "my-app"})
+    await layer.new_channel()
+    process = layer._processes[asyncio.get_running_loop()]
+    names.append(process.transport._client.options["name"])
+    assert names == ["my-app"]

@@ -1,0 +1,78 @@
+"""Broker outages: local traffic keeps working, losses are counted, service resumes by itself."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from channels_neffos import NatsChannelLayer, RedisChannelLayer
+from channels_neffos.testing.brokers import BrokerProcess, NatsServer, RedisServer
+
+
+def layers_on(server: BrokerProcess) -> Callable[[], Any]:
+    if isinstance(server, RedisServer):
+        return lambda: RedisChannelLayer(hosts=[server.url], prefix="outage")
+    return lambda: NatsChannelLayer(servers=[server.url], prefix="outage")
+
+
+@pytest.fixture(params=["redis", "nats"])
+def server(request: pytest.FixtureRequest) -> Any:
+    server_class = RedisServer if request.param == "redis" else NatsServer
+    with server_class() as running:
+        yield running
+
+
+async def eventually_delivered(sender: Any, receiver: Any, channel: str, timeout: float = 15) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        await sender.send(channel, {"type": "probe"})
+        try:
+            await asyncio.wait_for(receiver.receive(channel), 0.5)
+            return
+        except asyncio.TimeoutError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+
+
+@pytest.mark.asyncio
+async def test_local_traffic_survives_broker_loss_and_remote_traffic_resumes(
+    server: BrokerProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    make_layer = layers_on(server)
+    a, b = make_layer(), make_layer()
+    channel_a, channel_b = await a.new_channel(), await b.new_channel()
+    other_a = await a.new_channel()
+    await a.group_add("room", channel_a)
+    await a.group_add("room", other_a)
+    await eventually_delivered(a, b, channel_b)
+
+    server.kill()
+    await asyncio.sleep(0.5)
+    # Local first: a's own channels and its local group members don't need the broker.
+    await a.send(channel_a, {"type": "local"})
+    assert (await asyncio.wait_for(a.receive(channel_a), 2))["type"] == "local"
+    await a.group_send("room", {"type": "local-group"})
+    assert (await asyncio.wait_for(a.receive(channel_a), 2))["type"] == "local-group"
+    assert (await asyncio.wait_for(a.receive(other_a), 2))["type"] == "local-group"
+    # Remote sends during the outage don't raise in the sender's handler.
+    dropped_before = a.counters["broker_down"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="channels_neffos"):
+        for _ in range(300):
+            await a.send(channel_b, {"type": "lost"})
+    if isinstance(server, RedisServer):  # NATS buffers the first 2 MiB for after the reconnect
+        assert a.counters["broker_down"] - dropped_before == 300
+        drop_lines = [r for r in caplog.records if "dropped" in r.getMessage()]
+        assert len(drop_lines) <= 1, "drops are logged at a limited rate"
+
+    server.start()
+    await eventually_delivered(a, b, channel_b)
+    # Group subscriptions came back too.
+    await b.group_send("room", {"type": "after"})
+    while (await asyncio.wait_for(a.receive(channel_a), 5))["type"] != "after":
+        pass
+    assert a.counters["connection_lost"] >= 1
