@@ -2,7 +2,7 @@
 
 project = "channels_neffos"
 author = "channels_neffos developers"
-copyright = "2026, channels_neffos developers"  # noqa: A001
+copyright = "2026, channels_neffos developers"
 extensions = ["sphinx.ext.autodoc"]
 exclude_patterns = ["_build"]
 html_theme = "alabaster"

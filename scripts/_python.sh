@@ -26,6 +26,11 @@ ensure_venv() {
   if [ ! -x .venv/bin/python ]; then
     "$(pick_python)" -m venv .venv
   fi
-  .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e ".[test]"
+  # pip's output goes to a log, shown only if the install fails.
+  if ! { .venv/bin/python -m pip install --upgrade pip &&
+         .venv/bin/python -m pip install -e ".[test]"; } >.venv/pip.log 2>&1; then
+    cat .venv/pip.log >&2
+    echo "installing the test dependencies failed (log above)" >&2
+    return 1
+  fi
 }

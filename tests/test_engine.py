@@ -26,7 +26,9 @@ async def test_garbage_from_the_broker_is_dropped_and_counted(
     subject = process.channel_subject(process.pid, channel)
     with caplog.at_level(logging.WARNING, logger="channels_neffos"):
         await process.transport.publish(subject, b"\xc1not msgpack")
-        await process.transport.publish(subject, envelope.encode(envelope.Envelope(9, "x", "y", b"")))
+        await process.transport.publish(
+            subject, envelope.encode(envelope.Envelope(9, "x", "y", b""))
+        )
         await layer.send(channel, {"type": "still works"})
         other = spec.build()
         await other.send(channel, {"type": "after garbage"})

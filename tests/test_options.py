@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from channels.layers import get_channel_layer
 from django.test import override_settings
 
-from channels.layers import get_channel_layer
 from channels_neffos import NatsChannelLayer, RedisChannelLayer
 
 
@@ -25,7 +25,9 @@ from channels_neffos import NatsChannelLayer, RedisChannelLayer
         ("no_such_option", 1, "no_such_option"),
     ],
 )
-def test_bad_option_raises_type_error(layer_class: type, option: str, value: object, message: str) -> None:
+def test_bad_option_raises_type_error(
+    layer_class: type, option: str, value: object, message: str
+) -> None:
     with pytest.raises(TypeError, match=message):
         layer_class(**{option: value})
 
@@ -33,15 +35,22 @@ def test_bad_option_raises_type_error(layer_class: type, option: str, value: obj
 def test_defaults() -> None:
     layer = NatsChannelLayer()
     assert (layer.prefix, layer.capacity, layer.expiry, layer.group_expiry) == (
-        "neffos", 100, 60, 86400,
+        "neffos",
+        100,
+        60,
+        86400,
     )
     assert RedisChannelLayer().hosts == ["redis://localhost:6379"]
     assert NatsChannelLayer().servers == ["nats://localhost:4222"]
 
 
-@pytest.mark.parametrize("backend", ["channels_neffos.RedisChannelLayer", "channels_neffos.NatsChannelLayer"])
+@pytest.mark.parametrize(
+    "backend", ["channels_neffos.RedisChannelLayer", "channels_neffos.NatsChannelLayer"]
+)
 def test_usable_as_backend_string(backend: str) -> None:
-    with override_settings(CHANNEL_LAYERS={"default": {"BACKEND": backend, "CONFIG": {"prefix": "x"}}}):
+    with override_settings(
+        CHANNEL_LAYERS={"default": {"BACKEND": backend, "CONFIG": {"prefix": "x"}}}
+    ):
         layer = get_channel_layer()
         assert type(layer).__module__ == "channels_neffos.layers"
         assert layer.prefix == "x"

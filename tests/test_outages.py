@@ -26,7 +26,9 @@ def server(request: pytest.FixtureRequest) -> Any:
         yield running
 
 
-async def eventually_delivered(sender: Any, receiver: Any, channel: str, timeout: float = 15) -> None:
+async def eventually_delivered(
+    sender: Any, receiver: Any, channel: str, timeout: float = 15
+) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         await sender.send(channel, {"type": "probe"})
