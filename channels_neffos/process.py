@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import secrets
 import time
 from collections.abc import Awaitable
@@ -52,6 +53,9 @@ _QUEUE_POP_TIMEOUT = 1.0
 CONTROL_TIMEOUT = 5.0
 
 
+_PID_RE = re.compile(r"[0-9a-f]{12}")
+
+
 def _log_failure(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         logger.error("channels_neffos background task failed", exc_info=task.exception())
@@ -59,9 +63,9 @@ def _log_failure(task: asyncio.Task[None]) -> None:
 
 def owner_pid(channel: str) -> str | None:
     """The ``pid`` a process channel name carries, or ``None`` if it carries none we made."""
-    local_part = channel[: channel.find("!")]
-    pid = local_part[local_part.rfind(".") + 1 :]
-    if len(pid) == 12 and all(c in "0123456789abcdef" for c in pid):
+    bang = channel.find("!")
+    pid = channel[bang - 12 : bang]
+    if bang > 12 and channel[bang - 13] == "." and _PID_RE.fullmatch(pid):
         return pid
     return None
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from typing import Any
 
 import nats
@@ -42,6 +43,10 @@ _DEFAULT_CONNECT_OPTIONS: dict[str, Any] = {
 #: How long the first connection may take before the layer gives up with BrokerUnavailable.
 _STARTUP_TIMEOUT = 5.0
 _FLUSH_TIMEOUT = 10
+
+
+#: An empty token (leading, doubled or trailing dot) or a token starting with "_".
+_NEEDS_ESCAPING = re.compile(r"(?:^|\.)(?:\.|_|$)")
 
 
 def escape_token(token: str) -> str:
@@ -73,7 +78,10 @@ class NatsTransport(Transport):
     # -- naming --------------------------------------------------------------------------------
 
     def subject(self, *parts: str) -> str:
-        return ".".join(escape_token(token) for part in parts for token in part.split("."))
+        joined = ".".join(parts)
+        if _NEEDS_ESCAPING.search(joined) is None:  # the common case: nothing to escape
+            return joined
+        return ".".join(escape_token(token) for token in joined.split("."))
 
     def wildcard(self, *parts: str) -> str:
         return self.subject(*parts) + ".>"

@@ -1,0 +1,48 @@
+"""A reusable conformance suite for channel layers, run on real brokers.
+
+Subclass :class:`ChannelLayerConformance` and provide a ``layer_spec`` fixture returning a
+:class:`LayerSpec`; every call to ``make_layer()`` then builds a *separate* layer instance on the
+same broker and prefix — to the layer, a separate process. Cases that need a real broker (two
+instances, OS processes, broker-side errors) are in the base class too; a subclass for a layer
+where a case does not apply (e.g. Channels' ``InMemoryChannelLayer``) switches it off by setting
+the test attribute to ``None``, so the run reports no skips.
+
+Example::
+
+    class TestMyLayer(ChannelLayerConformance):
+        @pytest.fixture
+        def layer_spec(self, redis_server):
+            return LayerSpec("channels_neffos.RedisChannelLayer",
+                             {"hosts": [redis_server.url], "prefix": unique_prefix()})
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from ._groups import GroupCases
+from ._helpers import LayerSpec, receive_within, unique_prefix
+from ._hygiene import HygieneCases
+from ._limits import LimitCases
+from ._messaging import MessagingCases
+
+__all__ = ["ChannelLayerConformance", "LayerSpec", "receive_within", "unique_prefix"]
+
+
+class ChannelLayerConformance(MessagingCases, GroupCases, LimitCases, HygieneCases):
+    """The behaviour every channels_neffos layer guarantees; see the module docstring."""
+
+    @pytest.fixture
+    def layer_spec(self) -> LayerSpec:
+        raise NotImplementedError("subclasses provide a layer_spec fixture")
+
+    @pytest.fixture
+    def make_layer(self, layer_spec: LayerSpec) -> Callable[..., Any]:
+        return layer_spec.build
+
+    @pytest.fixture
+    def layer(self, make_layer: Callable[..., Any]) -> Any:
+        return make_layer()
