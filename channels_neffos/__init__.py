@@ -6,6 +6,7 @@ Use ``channels_neffos.RedisChannelLayer`` or ``channels_neffos.NatsChannelLayer`
 
 from .engine import NeffosChannelLayer
 from .exceptions import (
+    AskError,
     AskTimeout,
     BrokerUnavailable,
     ChannelFull,
@@ -14,13 +15,16 @@ from .exceptions import (
     NoResponders,
 )
 from .layers import NatsChannelLayer, RedisChannelLayer
+from .multi import MultiChannelLayer
 
 __all__ = [
+    "AskError",
     "AskTimeout",
     "BrokerUnavailable",
     "ChannelFull",
     "ChannelsNeffosError",
     "MessageTooLarge",
+    "MultiChannelLayer",
     "NatsChannelLayer",
     "NeffosChannelLayer",
     "NoResponders",

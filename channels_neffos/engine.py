@@ -28,13 +28,17 @@ import abc
 import asyncio
 import re
 import secrets
+import weakref
 from collections import Counter
+from collections.abc import Callable
+from time import monotonic
 from typing import Any
 
 from channels.layers import BaseChannelLayer
 
 from . import envelope
 from ._drops import DropLog
+from .exceptions import BrokerUnavailable, NoResponders
 from .process import LayerProcess, owner_pid
 from .transports.base import Transport, TransportEvents
 
@@ -42,12 +46,21 @@ _PREFIX_RE = re.compile(r"[A-Za-z0-9_-]{1,50}")
 # Channels' own patterns, matched in full: ``re.match(... $)`` would accept a trailing newline.
 _CHANNEL_RE = re.compile(r"[a-zA-Z\d\-_.]+(![\d\w\-_.]*)?")
 _GROUP_RE = re.compile(r"[a-zA-Z\d\-_.]+")
+#: The key under which an ask's reply address travels inside the request message.
+ASK_KEY = "__neffos_ask__"
 #: Keys a message may not carry: Channels reserves the first, this package the second.
-RESERVED_KEYS = ("__asgi_channel__", "__neffos__")
+RESERVED_KEYS = ("__asgi_channel__", ASK_KEY)
+DEFAULT_ASK_TIMEOUT = 5.0
+#: After a failed connect, calls in the same event loop fail at once for this many seconds.
+RETRY_CONNECT_AFTER = 1.0
 
 
 def _positive_number(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not 0 < value < float("inf")
+    ):
         raise TypeError(f"{name} must be a positive number of seconds, got {value!r}")
     return value
 
@@ -55,7 +68,7 @@ def _positive_number(name: str, value: Any) -> float:
 class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
     """A Channels layer on a pub/sub broker. Subclasses supply the transport."""
 
-    extensions = ["groups", "flush"]
+    extensions = ["groups", "flush", "ask"]
 
     #: Bytes reserved for the envelope around a message body (pid, names, reply address).
     ENVELOPE_ALLOWANCE = 512
@@ -92,7 +105,14 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
         self.drop_log = DropLog(self.counters)
         self.sweep_interval = min(self.expiry, 30.0)
         self._processes: dict[asyncio.AbstractEventLoop, LayerProcess] = {}
+        #: Chooses the pid of this layer's process on the running loop; MultiChannelLayer sets
+        #: it so that all its children share one pid (and so one channel name) per loop.
+        self.pid_source: Callable[[], str] | None = None
         self._starting: dict[asyncio.AbstractEventLoop, asyncio.Future[None]] = {}
+        self._hooked_loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+        self._failed_starts: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, tuple[float, BrokerUnavailable]
+        ] = weakref.WeakKeyDictionary()
 
     @abc.abstractmethod
     def make_transport(self, events: TransportEvents) -> Transport:
@@ -105,22 +125,30 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
         process = self._processes.get(loop)
         if process is not None and process.started:
             return process
+        failed = self._failed_starts.get(loop)
+        if failed is not None and monotonic() - failed[0] < RETRY_CONNECT_AFTER:
+            raise failed[1].with_traceback(None)  # don't hammer a broker that just said no
         if process is None:
-            process = LayerProcess(self)
+            process = LayerProcess(self, self.pid_source() if self.pid_source else None)
             self._processes[loop] = process
-            self._close_with_loop(loop)
+            if loop not in self._hooked_loops:
+                self._hooked_loops.add(loop)
+                self._close_with_loop(loop)
         starting = self._starting.get(loop)
         if starting is None:
             starting = self._starting[loop] = asyncio.ensure_future(process.start())
         try:
             await asyncio.shield(starting)
-        except BaseException:
+        except BaseException as exc:
             if starting.done():
-                del self._starting[loop]
+                self._starting.pop(loop, None)
                 if not starting.cancelled() and starting.exception() is not None:
-                    del self._processes[loop]  # the next call tries to connect afresh
+                    self._processes.pop(loop, None)  # the next call connects afresh
+                    if isinstance(exc, BrokerUnavailable):
+                        self._failed_starts[loop] = (monotonic(), exc)
             raise
         self._starting.pop(loop, None)
+        self._failed_starts.pop(loop, None)
         return process
 
     def _close_with_loop(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -215,6 +243,18 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
         process.mailbox(channel)
         return channel
 
+    async def open_channel(self, channel: str) -> None:
+        """Start receiving for a channel name that carries this process's pid, made elsewhere.
+
+        ``MultiChannelLayer`` uses this so every child receives the name one child made.
+        """
+        self.require_valid_channel_name(channel)
+        process = await self._process()
+        if self._require_process_channel_pid(channel) != process.pid:
+            raise ValueError(f"{channel!r} does not carry this process's pid")
+        await process.listen()
+        process.mailbox(channel)
+
     async def flush(self) -> None:
         """Forget this process's messages and groups, and delete stored worker queues."""
         process = await self._process()
@@ -269,3 +309,103 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
         process.deliver_to_group(group, body)
         message_envelope = envelope.Envelope(envelope.GROUP, process.pid, group, body)
         await process.publish(process.group_subject(group), message_envelope)
+
+    # -- ask extension -------------------------------------------------------------------------
+
+    async def ask(
+        self, channel: str, message: dict[str, Any], timeout: float = DEFAULT_ASK_TIMEOUT
+    ) -> dict[str, Any]:
+        """Send ``message`` to ``channel`` and return the receiver's reply.
+
+        The receiver sees ``message`` (routed by its ``type`` as usual) and answers with
+        :meth:`reply` or :meth:`reply_error`. Raises ``NoResponders`` at once when nothing holds
+        the channel (as far as the broker can tell: on Redis an unread *worker* channel cannot be
+        told from a slow one and ends in ``AskTimeout``), ``AskTimeout`` when no reply comes
+        within ``timeout`` seconds, ``AskError`` when the receiver replied with an error.
+        """
+        self.require_valid_channel_name(channel)
+        self._require_valid_message(message)
+        timeout = _positive_number("timeout", timeout)
+        process = await self._process()
+        owner = self._require_process_channel_pid(channel) if "!" in channel else None
+
+        async def send(reply_to: str) -> None:
+            body = self._ask_body(process, message, reply_to)
+            if owner is None:
+                await process.send_to_worker_channel(channel, body, reply_to)
+            elif owner == process.pid:
+                if channel not in process.mailboxes:
+                    raise NoResponders(channel)
+                process.deliver(channel, body, raise_full=True)
+            else:
+                request = envelope.Envelope(envelope.CHANNEL, process.pid, channel, body, reply_to)
+                subject = process.channel_subject(owner, channel)
+                if await process.publish_request(subject, request) == 0:
+                    raise NoResponders(channel)
+
+        return await process.request(channel, timeout, send)  # type: ignore[no-any-return]
+
+    async def group_ask(
+        self, group: str, message: dict[str, Any], timeout: float = DEFAULT_ASK_TIMEOUT
+    ) -> dict[str, Any]:
+        """Send ``message`` to every member of ``group``; return the first reply.
+
+        ``NoResponders`` at once when no process has members in the group; later replies are
+        dropped.
+        """
+        self.require_valid_group_name(group)
+        self._require_valid_message(message)
+        timeout = _positive_number("timeout", timeout)
+        process = await self._process()
+
+        async def send(reply_to: str) -> None:
+            body = self._ask_body(process, message, reply_to)
+            local_members = process.deliver_to_group(group, body)
+            request = envelope.Envelope(envelope.GROUP, process.pid, group, body, reply_to)
+            receivers = await process.publish_request(process.group_subject(group), request)
+            if receivers == 0 and local_members == 0:
+                raise NoResponders(group)
+
+        return await process.request(group, timeout, send)  # type: ignore[no-any-return]
+
+    def _ask_body(self, process: LayerProcess, message: dict[str, Any], reply_to: str) -> bytes:
+        body = envelope.pack_body({**message, ASK_KEY: [reply_to, process.pid]})
+        process.check_size(body)
+        return body
+
+    async def reply(self, request: dict[str, Any], response: dict[str, Any]) -> None:
+        """Answer an ask. ``request`` is the message as received. A second reply is ignored."""
+        self._require_valid_message(response)
+        await self._send_reply(request, envelope.REPLY_OK, response)
+
+    async def reply_error(self, request: dict[str, Any], text: str) -> None:
+        """Answer an ask with an error: the asker raises ``AskError(text)``."""
+        if not isinstance(text, str):
+            raise TypeError(f"the error must be a str, not {type(text).__name__}")
+        await self._send_reply(request, envelope.REPLY_ERROR, text)
+
+    async def _send_reply(self, request: dict[str, Any], kind: str, value: Any) -> None:
+        reply_to, asker_pid = self.ask_info(request)
+        body = envelope.pack_reply(kind, value)
+        process = await self._process()
+        process.check_size(body)
+        await process.send_reply(reply_to, asker_pid, body)
+
+    @staticmethod
+    def ask_info(request: Any) -> tuple[str, str]:
+        """``(reply_to, asker_pid)`` of a received ask; ``ValueError`` if it is not an ask."""
+        info = request.get(ASK_KEY) if isinstance(request, dict) else None
+        if (
+            not isinstance(info, (list, tuple))
+            or len(info) != 2
+            or not all(isinstance(part, str) for part in info)
+        ):
+            raise ValueError(
+                "this message is not an ask (it has no reply address); pass the message exactly "
+                "as your handler received it"
+            )
+        return info[0], info[1]
+
+    @staticmethod
+    def is_ask(message: Any) -> bool:
+        return isinstance(message, dict) and ASK_KEY in message

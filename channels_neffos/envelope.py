@@ -15,6 +15,9 @@ Layout (version 1)::
 * ``sent_at`` — wall-clock send time, only for messages that can wait in the broker (worker
   channel lists), so expiry holds there too; ``None`` otherwise.
 
+A ``REPLY`` body is a msgpack map with exactly one of: ``"r"`` (the reply message), ``"e"`` (an
+error text for ``AskError``) or ``"n"`` (the target channel is unknown to its owner: no responders).
+
 Anything that does not decode to this shape is garbage: :func:`decode` raises ``ValueError`` and
 the engine logs and drops it. Other languages may join by speaking this format; it is documented
 in ``docs/wire.rst``.
@@ -80,3 +83,25 @@ def decode(data: bytes) -> Envelope:
     ):
         raise ValueError("malformed channels_neffos envelope")
     return Envelope(kind, origin_pid, target, body, reply_to, sent_at)
+
+
+# -- reply bodies --------------------------------------------------------------------------------
+
+REPLY_OK = "r"
+REPLY_ERROR = "e"
+REPLY_NO_SUCH_CHANNEL = "n"
+
+
+def pack_reply(kind: str, value: Any) -> bytes:
+    return pack_body({kind: value})
+
+
+def unpack_reply(body: bytes) -> tuple[str, Any]:
+    """``(kind, value)`` of a reply body; ``ValueError`` if it is not one."""
+    reply = unpack_body(body)
+    if not isinstance(reply, dict) or len(reply) != 1:
+        raise ValueError("malformed reply")
+    ((kind, value),) = reply.items()
+    if kind not in (REPLY_OK, REPLY_ERROR, REPLY_NO_SUCH_CHANNEL):
+        raise ValueError(f"unknown reply kind {kind!r}")
+    return kind, value

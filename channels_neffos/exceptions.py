@@ -9,6 +9,7 @@ from __future__ import annotations
 from channels.exceptions import ChannelFull
 
 __all__ = [
+    "AskError",
     "AskTimeout",
     "BrokerUnavailable",
     "ChannelFull",
@@ -67,3 +68,11 @@ class AskTimeout(ChannelsNeffosError, TimeoutError):
             f"no reply from {target!r} within {timeout:g}s: the receiver is slow, blocked or did "
             f"not reply; raise the timeout or check its handler"
         )
+
+
+class AskError(ChannelsNeffosError):
+    """The receiver of an ask answered with an error (``reply_error``, or its handler raised)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        super().__init__(text)

@@ -30,7 +30,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +38,7 @@ from channels.exceptions import ChannelFull
 
 from . import envelope
 from .envelope import CHANNEL, CONTROL, REPLY, Envelope
-from .exceptions import AskTimeout, BrokerUnavailable, MessageTooLarge, NoResponders
+from .exceptions import AskError, AskTimeout, BrokerUnavailable, MessageTooLarge, NoResponders
 from .mailbox import Mailbox
 
 if TYPE_CHECKING:
@@ -73,9 +73,9 @@ def owner_pid(channel: str) -> str | None:
 class LayerProcess:
     """Per-event-loop state of one layer. Implements the transport's ``TransportEvents``."""
 
-    def __init__(self, layer: NeffosChannelLayer) -> None:
+    def __init__(self, layer: NeffosChannelLayer, pid: str | None = None) -> None:
         self.layer = layer
-        self.pid = secrets.token_hex(6)
+        self.pid = pid or secrets.token_hex(6)
         self.prefix = layer.prefix
         self.transport = layer.make_transport(self)
         self.mailboxes: dict[str, Mailbox] = {}
@@ -168,22 +168,29 @@ class LayerProcess:
     def _expired(self, channel: str, count: int) -> None:
         self.drop("expired", channel, count)
 
-    def deliver(self, channel: str, body: bytes, *, raise_full: bool) -> None:
-        if not self.mailbox(channel).put(body, monotonic() + self.layer.expiry):
-            if raise_full:
-                raise ChannelFull(channel)
-            self.drop("channel_full", channel)
+    def deliver(self, channel: str, body: bytes, *, raise_full: bool) -> bool:
+        """Put ``body`` in ``channel``'s mailbox; ``False`` (counted) or ``ChannelFull`` if full."""
+        if self.mailbox(channel).put(body, monotonic() + self.layer.expiry):
+            return True
+        if raise_full:
+            raise ChannelFull(channel)
+        self.drop("channel_full", channel)
+        return False
 
-    def deliver_to_group(self, group: str, body: bytes) -> None:
+    def deliver_to_group(self, group: str, body: bytes) -> int:
+        """Deliver to this process's members of ``group``; how many members there were."""
         members = self.groups.get(group)
         if not members:
-            return
+            return 0
         now = monotonic()
+        delivered = 0
         for channel, deadline in list(members.items()):
             if deadline < now:
                 self._forget_member(group, channel)
             else:
                 self.deliver(channel, body, raise_full=False)
+                delivered += 1
+        return delivered
 
     # -- publishing ----------------------------------------------------------------------------
 
@@ -201,12 +208,18 @@ class LayerProcess:
         except ConnectionError:
             self.drop("broker_down", f"{subject} ({self.transport.url})")
 
-    async def send_to_worker_channel(self, channel: str, body: bytes) -> None:
-        payload = envelope.encode(Envelope(CHANNEL, self.pid, channel, body, None, time.time()))
+    async def send_to_worker_channel(
+        self, channel: str, body: bytes, reply_to: str | None = None
+    ) -> None:
+        message = Envelope(CHANNEL, self.pid, channel, body, reply_to, time.time())
         capacity = self.layer.get_capacity(channel)
         try:
             pushed = await self.transport.queue_push(
-                self.queue_name(channel), payload, capacity, self.layer.expiry
+                self.queue_name(channel),
+                envelope.encode(message),
+                capacity,
+                self.layer.expiry,
+                reply_to,
             )
         except ConnectionError as exc:
             raise BrokerUnavailable(self.transport.url, exc) from exc
@@ -228,11 +241,14 @@ class LayerProcess:
             return
         kind = message.kind
         if kind == CHANNEL:
-            self.deliver(message.target, message.body, raise_full=False)
+            if message.reply_to is None:
+                self.deliver(message.target, message.body, raise_full=False)
+            elif message.target not in self.mailboxes:  # an ask for a channel that is gone
+                self._refuse_request(message, envelope.REPLY_NO_SUCH_CHANNEL, message.target)
+            elif not self.deliver(message.target, message.body, raise_full=False):
+                self._refuse_request(message, envelope.REPLY_ERROR, f"{message.target} is full")
         elif kind == REPLY:
-            future = self._replies.get(message.target)
-            if future is not None and not future.done():
-                future.set_result(message)
+            self._resolve_reply(message)
         elif kind == CONTROL:
             self._apply_control(message)
         self.maybe_sweep()
@@ -243,40 +259,74 @@ class LayerProcess:
             self.deliver_to_group(message.target, message.body)
             self.maybe_sweep()
 
-    # -- requests (used by remote group membership) --------------------------------------------
+    # -- requests and replies (asks, remote group membership) ----------------------------------
 
-    async def request(self, subject: str, message: Envelope, timeout: float) -> Envelope:
-        """Publish ``message`` with a reply address and wait for the answering envelope."""
+    async def request(
+        self, target: str, timeout: float, send: Callable[[str], Awaitable[None]]
+    ) -> Any:
+        """Open a reply address, let ``send(reply_to)`` deliver the request, await the answer.
+
+        Returns the reply's value; raises ``AskError`` for an error reply, ``NoResponders`` when
+        the broker or the target's owner says nothing holds the target, ``AskTimeout`` when no
+        answer comes in time. A reply arriving after that finds no slot and is dropped.
+        """
         await self.listen()
-        reply_subject = self.transport.subject(self.prefix, self.pid, "r", secrets.token_hex(8))
+        reply_to = self.transport.subject(self.prefix, self.pid, "r", secrets.token_hex(8))
         future: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
-        self._replies[reply_subject] = future
+        self._replies[reply_to] = future
         try:
-            payload = envelope.encode(message._replace(reply_to=reply_subject))
+            await send(reply_to)
             try:
-                receivers = await self.transport.publish_request(subject, payload, reply_subject)
-            except ConnectionError as exc:
-                raise BrokerUnavailable(self.transport.url, exc) from exc
-            if receivers == 0:
-                raise NoResponders(message.target)
-            try:
-                return await asyncio.wait_for(future, timeout)
+                answer = await asyncio.wait_for(future, timeout)
             except asyncio.TimeoutError:
-                raise AskTimeout(message.target, timeout) from None
+                raise AskTimeout(target, timeout) from None
         finally:
-            del self._replies[reply_subject]
+            del self._replies[reply_to]
+        try:
+            kind, value = envelope.unpack_reply(answer.body)
+        except ValueError as exc:
+            raise AskError(f"unreadable reply from {target!r}: {exc}") from exc
+        if kind == envelope.REPLY_NO_SUCH_CHANNEL:
+            raise NoResponders(target)
+        if kind == envelope.REPLY_ERROR:
+            raise AskError(str(value))
+        return value
 
-    async def reply(self, request: Envelope, body: bytes) -> None:
-        if request.reply_to:
-            answer = Envelope(REPLY, self.pid, request.reply_to, body)
-            await self.publish(request.reply_to, answer)
+    async def publish_request(self, subject: str, message: Envelope) -> int | None:
+        """Publish an envelope that carries ``reply_to``; the broker's receiver count if known."""
+        if message.reply_to is None:
+            raise ValueError("a request needs a reply_to address")
+        try:
+            return await self.transport.publish_request(
+                subject, envelope.encode(message), message.reply_to
+            )
+        except ConnectionError as exc:
+            raise BrokerUnavailable(self.transport.url, exc) from exc
+
+    async def send_reply(self, reply_to: str, asker_pid: str, body: bytes) -> None:
+        answer = Envelope(REPLY, self.pid, reply_to, body)
+        if asker_pid == self.pid:
+            self._resolve_reply(answer)  # asked from this very process: no broker needed
+        else:
+            await self.publish(reply_to, answer)
+
+    def _resolve_reply(self, answer: Envelope) -> None:
+        future = self._replies.get(answer.target)
+        if future is None or future.done():
+            self.layer.counters["late_replies"] += 1  # after a timeout, or a second reply
+        else:
+            future.set_result(answer)
+
+    def _refuse_request(self, request: Envelope, kind: str, value: Any) -> None:
+        if request.reply_to is not None:
+            body = envelope.pack_reply(kind, value)
+            self._spawn(self.send_reply(request.reply_to, request.origin_pid, body))
 
     def _apply_control(self, request: Envelope) -> None:
         operation = envelope.unpack_body(request.body)
         channel, group = request.target, operation.get("group", "")
         if channel not in self.mailboxes:
-            result: dict[str, Any] = {"error": "unknown_channel"}
-            self._spawn(self.reply(request, envelope.pack_body(result)))
+            self._refuse_request(request, envelope.REPLY_NO_SUCH_CHANNEL, channel)
             return
         if operation.get("op") == "group_add":
             done: Awaitable[None] = self.group_add_local(group, channel)
@@ -285,7 +335,9 @@ class LayerProcess:
 
         async def apply_then_reply() -> None:
             await done
-            await self.reply(request, envelope.pack_body({"ok": True}))
+            if request.reply_to is not None:
+                body = envelope.pack_reply(envelope.REPLY_OK, True)
+                await self.send_reply(request.reply_to, request.origin_pid, body)
 
         self._spawn(apply_then_reply())
 
@@ -301,15 +353,16 @@ class LayerProcess:
 
     async def change_remote_membership(self, op: str, group: str, channel: str, pid: str) -> None:
         body = envelope.pack_body({"op": op, "group": group})
-        request = Envelope(CONTROL, self.pid, channel, body)
+
+        async def send(reply_to: str) -> None:
+            request = Envelope(CONTROL, self.pid, channel, body, reply_to)
+            if await self.publish_request(self.channel_subject(pid, channel), request) == 0:
+                raise NoResponders(channel)
+
         try:
-            answer = await self.request(
-                self.channel_subject(pid, channel), request, CONTROL_TIMEOUT
-            )
+            await self.request(channel, CONTROL_TIMEOUT, send)
         except NoResponders:
-            return  # the owning process is gone, and with it the channel: nothing to change
-        if "error" in envelope.unpack_body(answer.body):
-            return  # the owner no longer has this channel: likewise
+            pass  # the owner, or the channel, is gone: there is no membership to change
 
     # -- groups --------------------------------------------------------------------------------
 

@@ -20,3 +20,23 @@ def nats_spec(nats_server: BrokerProcess) -> LayerSpec:
         "channels_neffos.NatsChannelLayer",
         {"servers": [nats_server.url], "prefix": unique_prefix()},
     )
+
+
+@pytest.fixture
+def multi_spec(redis_server: BrokerProcess, nats_server: BrokerProcess) -> LayerSpec:
+    prefix = unique_prefix()
+    return LayerSpec(
+        "channels_neffos.MultiChannelLayer",
+        {
+            "layers": [
+                {
+                    "BACKEND": "channels_neffos.RedisChannelLayer",
+                    "CONFIG": {"hosts": [redis_server.url], "prefix": prefix},
+                },
+                {
+                    "BACKEND": "channels_neffos.NatsChannelLayer",
+                    "CONFIG": {"servers": [nats_server.url], "prefix": prefix},
+                },
+            ]
+        },
+    )

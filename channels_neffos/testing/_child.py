@@ -4,6 +4,8 @@ Usage: ``python -m channels_neffos.testing._child '<spec json>' <operation> <arg
 
 * ``member <group> <report_channel>`` — join ``group`` with a new channel, report ``ready``,
   then forward the first group message it receives to ``report_channel`` and exit.
+* ``responder <report_channel>`` — report a new channel as ``ready``, answer the first ask that
+  arrives on it with ``{"echo": <its "n">, "pid": <this OS process id>}`` and exit.
 * ``send <channel> '<message json>'`` / ``group_send <group> '<message json>'`` — send and exit.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 
 from django.utils.module_loading import import_string
@@ -25,6 +28,12 @@ async def main(spec: dict[str, object], operation: str, args: list[str]) -> None
         await layer.send(report_channel, {"type": "ready", "channel": channel})
         message = await asyncio.wait_for(layer.receive(channel), 30)
         await layer.send(report_channel, {"type": "forwarded", "message": message})
+    elif operation == "responder":
+        (report_channel,) = args
+        channel = await layer.new_channel()
+        await layer.send(report_channel, {"type": "ready", "channel": channel})
+        request = await asyncio.wait_for(layer.receive(channel), 30)
+        await layer.reply(request, {"echo": request["n"], "pid": os.getpid()})
     elif operation == "send":
         await layer.send(args[0], json.loads(args[1]))
     elif operation == "group_send":

@@ -90,11 +90,13 @@ class Transport(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def queue_push(self, name: str, payload: bytes, capacity: int, ttl: float) -> bool:
+    async def queue_push(
+        self, name: str, payload: bytes, capacity: int, ttl: float, reply_to: str | None = None
+    ) -> bool:
         """Append to the worker queue ``name``; ``False`` if it already holds ``capacity`` items.
 
         Brokers that cannot know the queue's length always return ``True``. ``ttl`` (seconds)
-        lets a stored queue vanish when nobody reads it.
+        lets a stored queue vanish when nobody reads it. ``reply_to`` as for :meth:`publish`.
         """
 
     @abc.abstractmethod

@@ -116,6 +116,10 @@ class NatsTransport(Transport):
 
         client = Client()
         options = {**_DEFAULT_CONNECT_OPTIONS, **user_options}
+        # nats-py retries the *first* connect as often as later reconnects, forever by default.
+        # At startup we want an answer: try each server twice, then apply the user's setting.
+        reconnect_attempts = options["max_reconnect_attempts"]
+        options["max_reconnect_attempts"] = 1
         try:
             await asyncio.wait_for(
                 client.connect(
@@ -130,6 +134,7 @@ class NatsTransport(Transport):
         except (OSError, nats.errors.Error, asyncio.TimeoutError) as exc:
             await client.close()
             raise BrokerUnavailable(self.url, self._last_error or exc) from exc
+        client.options["max_reconnect_attempts"] = reconnect_attempts
         self._client = client
         self.max_payload = client.max_payload
 
@@ -182,8 +187,10 @@ class NatsTransport(Transport):
 
     # -- worker queues -------------------------------------------------------------------------
 
-    async def queue_push(self, name: str, payload: bytes, capacity: int, ttl: float) -> bool:
-        await self.publish(name, payload)
+    async def queue_push(
+        self, name: str, payload: bytes, capacity: int, ttl: float, reply_to: str | None = None
+    ) -> bool:
+        await self.publish(name, payload, reply_to)
         return True
 
     async def queue_pop(self, name: str, timeout: float, capacity: int) -> bytes | None:

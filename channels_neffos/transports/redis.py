@@ -237,7 +237,10 @@ class RedisTransport(Transport):
 
     # -- worker queues -------------------------------------------------------------------------
 
-    async def queue_push(self, name: str, payload: bytes, capacity: int, ttl: float) -> bool:
+    async def queue_push(
+        self, name: str, payload: bytes, capacity: int, ttl: float, reply_to: str | None = None
+    ) -> bool:
+        # A list cannot tell whether anyone reads it: asks to an unread worker channel time out.
         command = pack(b"EVAL", _PUSH_IF_ROOM, 1, name, payload, capacity, max(1, int(ttl) + 1))
         return bool(await self._command(command))
 

@@ -23,13 +23,21 @@ from typing import Any
 
 import pytest
 
+from ._ask import AskCases
 from ._groups import GroupCases
 from ._helpers import LayerSpec, receive_within, unique_prefix
 from ._hygiene import HygieneCases
 from ._limits import LimitCases
 from ._messaging import MessagingCases
 
-__all__ = ["ChannelLayerConformance", "LayerSpec", "receive_within", "unique_prefix"]
+__all__ = [
+    "AskCases",
+    "ChannelLayerConformance",
+    "LayerSpec",
+    "NeffosLayerConformance",
+    "receive_within",
+    "unique_prefix",
+]
 
 
 class ChannelLayerConformance(MessagingCases, GroupCases, LimitCases, HygieneCases):
@@ -46,3 +54,7 @@ class ChannelLayerConformance(MessagingCases, GroupCases, LimitCases, HygieneCas
     @pytest.fixture
     def layer(self, make_layer: Callable[..., Any]) -> Any:
         return make_layer()
+
+
+class NeffosLayerConformance(ChannelLayerConformance, AskCases):
+    """Everything a channels_neffos layer guarantees, including the ``ask`` extension."""
