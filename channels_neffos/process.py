@@ -140,6 +140,9 @@ class LayerProcess:
     def connection_restored(self) -> None:
         self.connected = True
 
+    def dropped(self, reason: str, where: str) -> None:
+        self.drop(reason, where)
+
     def no_responders(self, reply_subject: str) -> None:
         future = self._replies.get(reply_subject)
         if future is not None and not future.done():

@@ -71,3 +71,21 @@ async def test_connect_options_reach_nats(fresh_nats_server: BrokerProcess) -> N
     process = layer._processes[asyncio.get_running_loop()]
     names.append(process.transport._client.options["name"])
     assert names == ["my-app"]
+
+
+@pytest.mark.asyncio
+async def test_worker_channel_overflow_is_dropped_and_counted(nats_spec: LayerSpec) -> None:
+    """NATS can't tell a sender the reader is full: the reader drops beyond capacity, counted."""
+    reader, sender = nats_spec.build(capacity=2), nats_spec.build()
+    channel = "overflow"
+    first = asyncio.ensure_future(reader.receive(channel))
+    await asyncio.sleep(0.1)
+    await sender.send(channel, {"type": "x", "n": -1})
+    await asyncio.wait_for(first, 5)
+    await asyncio.sleep(1.2)  # the fetcher stops pulling once nobody waits
+    for n in range(10):
+        await sender.send(channel, {"type": "x", "n": n})
+    await asyncio.sleep(0.3)
+    assert reader.counters["channel_full"] >= 7
+    got = [(await asyncio.wait_for(reader.receive(channel), 5))["n"] for _ in range(2)]
+    assert got == [0, 1]

@@ -38,6 +38,9 @@ class TransportEvents(Protocol):
     def no_responders(self, reply_subject: str) -> None:
         """The broker says nothing was subscribed to a subject published with ``reply_to``."""
 
+    def dropped(self, reason: str, where: str) -> None:
+        """The client library dropped a message (e.g. a full subscription buffer)."""
+
 
 class Transport(abc.ABC):
     """One connection (or one connection pair) to one broker, bound to one event loop."""

@@ -96,6 +96,10 @@ class NatsTransport(Transport):
         }
 
         async def error_cb(exc: Exception) -> None:
+            if isinstance(exc, nats.errors.SlowConsumerError):
+                # A worker channel's subscription buffer (capacity messages) overflowed.
+                self._events.dropped("channel_full", exc.subject)
+                return
             self._last_error = exc
             logger.debug("NATS error at %s: %s", self.url, exc)
             if callbacks["error_cb"] is not None:
