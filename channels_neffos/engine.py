@@ -68,7 +68,7 @@ def _positive_number(name: str, value: Any) -> float:
 class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
     """A Channels layer on a pub/sub broker. Subclasses supply the transport."""
 
-    extensions = ["groups", "flush", "ask"]
+    extensions = ["groups", "flush", "ask", "exclude"]
 
     #: Bytes reserved for the envelope around a message body (pid, names, reply address).
     ENVELOPE_ALLOWANCE = 512
@@ -299,15 +299,25 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
         else:
             await process.change_remote_membership("group_discard", group, channel, pid)
 
-    async def group_send(self, group: str, message: dict[str, Any]) -> None:
-        """Deliver to local members now, and publish once for members in other processes."""
+    async def group_send(
+        self, group: str, message: dict[str, Any], *, exclude: str | None = None
+    ) -> None:
+        """Deliver to local members now, and publish once for members in other processes.
+
+        ``exclude`` (a channels_neffos extension) names one channel that must not receive the
+        message — typically the sender's own — and is honoured by every process.
+        """
         self.require_valid_group_name(group)
         self._require_valid_message(message)
+        if exclude is not None:
+            self.require_valid_channel_name(exclude)
         body = envelope.pack_body(message)
         process = await self._process()
         process.check_size(body)
-        process.deliver_to_group(group, body)
-        message_envelope = envelope.Envelope(envelope.GROUP, process.pid, group, body)
+        process.deliver_to_group(group, body, exclude)
+        message_envelope = envelope.Envelope(
+            envelope.GROUP, process.pid, group, body, None, None, exclude
+        )
         await process.publish(process.group_subject(group), message_envelope)
 
     # -- ask extension -------------------------------------------------------------------------

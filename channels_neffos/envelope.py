@@ -2,7 +2,7 @@
 
 Layout (version 1)::
 
-    [1, kind, origin_pid, target, body, reply_to, sent_at]
+    [1, kind, origin_pid, target, body, reply_to, sent_at, exclude]
 
 * ``kind`` — what ``target`` names: ``CHANNEL`` (a channel name), ``GROUP`` (a group name),
   ``CONTROL`` (a channel whose owner must change a group membership; ``body`` is the operation)
@@ -14,6 +14,8 @@ Layout (version 1)::
 * ``reply_to`` — a broker subject to answer on, or ``None``.
 * ``sent_at`` — wall-clock send time, only for messages that can wait in the broker (worker
   channel lists), so expiry holds there too; ``None`` otherwise.
+* ``exclude`` — for group messages, a channel that must not receive this one (the sender's own
+  connection in a neffos broadcast); every process applies it to its members. ``None`` otherwise.
 
 A ``REPLY`` body is a msgpack map with exactly one of: ``"r"`` (the reply message), ``"e"`` (an
 error text for ``AskError``) or ``"n"`` (the target channel is unknown to its owner: no responders).
@@ -45,6 +47,7 @@ class Envelope(NamedTuple):
     body: bytes
     reply_to: str | None = None
     sent_at: float | None = None
+    exclude: str | None = None
 
 
 def pack_body(message: dict[str, Any]) -> bytes:
@@ -72,9 +75,9 @@ def decode(data: bytes) -> Envelope:
         fields = msgpack.unpackb(data, raw=False, use_list=False)
     except Exception as exc:  # msgpack raises several unrelated types for garbage
         raise ValueError(f"undecodable envelope: {exc}") from exc
-    if not isinstance(fields, tuple) or len(fields) != 7 or fields[0] != VERSION:
+    if not isinstance(fields, tuple) or len(fields) != 8 or fields[0] != VERSION:
         raise ValueError("not a version-1 channels_neffos envelope")
-    _, kind, origin_pid, target, body, reply_to, sent_at = fields
+    _, kind, origin_pid, target, body, reply_to, sent_at, exclude = fields
     if (
         kind not in _KINDS
         or not isinstance(origin_pid, str)
@@ -82,7 +85,7 @@ def decode(data: bytes) -> Envelope:
         or not isinstance(body, bytes)
     ):
         raise ValueError("malformed channels_neffos envelope")
-    return Envelope(kind, origin_pid, target, body, reply_to, sent_at)
+    return Envelope(kind, origin_pid, target, body, reply_to, sent_at, exclude)
 
 
 # -- reply bodies --------------------------------------------------------------------------------

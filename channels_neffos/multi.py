@@ -77,7 +77,7 @@ class _LoopState:
 class MultiChannelLayer(BaseChannelLayer):  # type: ignore[misc]
     """Fan publishes out to several layers and merge what they deliver."""
 
-    extensions = ["groups", "flush", "ask"]
+    extensions = ["groups", "flush", "ask", "exclude"]
 
     def __init__(self, layers: list[dict[str, Any]] | None = None, **shared: Any) -> None:
         """``layers``: the children's ``BACKEND``/``CONFIG``. Any other option (``prefix``,
@@ -172,9 +172,13 @@ class MultiChannelLayer(BaseChannelLayer):  # type: ignore[misc]
         else:
             await self._on_every_child("send", lambda child: child.send(channel, tagged))
 
-    async def group_send(self, group: str, message: dict[str, Any]) -> None:
+    async def group_send(
+        self, group: str, message: dict[str, Any], *, exclude: str | None = None
+    ) -> None:
         tagged = self._with_id(message)
-        await self._on_every_child("group_send", lambda child: child.group_send(group, tagged))
+        await self._on_every_child(
+            "group_send", lambda child: child.group_send(group, tagged, exclude=exclude)
+        )
 
     async def group_add(self, group: str, channel: str) -> None:
         await self._on_every_child("group_add", lambda child: child.group_add(group, channel))

@@ -180,8 +180,8 @@ class LayerProcess:
         self.drop("channel_full", channel)
         return False
 
-    def deliver_to_group(self, group: str, body: bytes) -> int:
-        """Deliver to this process's members of ``group``; how many members there were."""
+    def deliver_to_group(self, group: str, body: bytes, exclude: str | None = None) -> int:
+        """Deliver to this process's members of ``group`` (but ``exclude``); how many got it."""
         members = self.groups.get(group)
         if not members:
             return 0
@@ -190,7 +190,7 @@ class LayerProcess:
         for channel, deadline in list(members.items()):
             if deadline < now:
                 self._forget_member(group, channel)
-            else:
+            elif channel != exclude:
                 self.deliver(channel, body, raise_full=False)
                 delivered += 1
         return delivered
@@ -259,7 +259,7 @@ class LayerProcess:
     def _on_group_message(self, payload: bytes) -> None:
         message = self._decode(payload)
         if message is not None and message.origin_pid != self.pid:
-            self.deliver_to_group(message.target, message.body)
+            self.deliver_to_group(message.target, message.body, message.exclude)
             self.maybe_sweep()
 
     # -- requests and replies (asks, remote group membership) ----------------------------------

@@ -130,3 +130,25 @@ class GroupCases:
         _, stderr = await asyncio.wait_for(child.communicate(), 20)
         assert child.returncode == 0, stderr.decode()
         assert await receive_within(layer, channel) == {"type": "direct", "n": 7}
+
+    @pytest.mark.asyncio
+    async def test_group_send_exclude_holds_in_every_instance(
+        self, make_layer: Callable[..., Any]
+    ) -> None:
+        a, b = make_layer(), make_layer()
+        if "exclude" not in a.extensions:
+            pytest.fail("this layer lacks the 'exclude' extension; switch the case off")
+        group = "g-" + secrets.token_hex(4)
+        sender, local_peer, remote_peer = (
+            await a.new_channel(),
+            await a.new_channel(),
+            await b.new_channel(),
+        )
+        for layer, channel in ((a, sender), (a, local_peer), (b, remote_peer)):
+            await layer.group_add(group, channel)
+        await a.group_send(group, {"type": "said"}, exclude=sender)
+        await b.group_send(group, {"type": "said-remotely"}, exclude=sender)
+        for layer, channel in ((a, local_peer), (b, remote_peer)):
+            got = [(await receive_within(layer, channel))["type"] for _ in range(2)]
+            assert sorted(got) == ["said", "said-remotely"]
+        await assert_nothing_arrives(a, sender)
