@@ -34,3 +34,31 @@ ensure_venv() {
     return 1
   fi
 }
+
+# The testproject's npm packages (neffos.js for the page, ws/playwright-core for the e2e tests).
+ensure_npm() {
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "npm is needed for the neffos.js client (Debian: apt-get install npm)" >&2
+    return 1
+  fi
+  if ! (cd testproject && npm ci --no-audit --no-fund --loglevel=error) >.venv/npm.log 2>&1; then
+    cat .venv/npm.log >&2
+    echo "npm ci in testproject/ failed (log above)" >&2
+    return 1
+  fi
+}
+
+# Headless Chromium for the browser test: Debian's package, installed if missing and possible.
+ensure_chromium() {
+  if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then
+    return 0
+  fi
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing chromium (Debian package) for the browser test..."
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+      >.venv/apt.log 2>&1 || { cat .venv/apt.log >&2; return 1; }
+  else
+    echo "the browser test needs chromium: install it (Debian: apt-get install chromium)" >&2
+    return 1
+  fi
+}

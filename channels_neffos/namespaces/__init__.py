@@ -1,0 +1,27 @@
+"""neffos-style namespaces, rooms and events for Django Channels, for the ``neffos.js`` client.
+
+* :class:`Namespace`, :func:`event`, :class:`Reject` — declare what clients may connect to and do;
+* :class:`NeffosConsumer` — the WebSocket consumer speaking the neffos protocol;
+* :mod:`.server` — broadcast, send to one connection, or ask a client, from anywhere;
+* :mod:`.protocol` — the wire format; :mod:`.groups` — how namespaces and rooms map to groups.
+"""
+
+from .consumer import NeffosConsumer
+from .namespace import Namespace, Reject, event
+from .protocol import Message, ProtocolError
+from .server import ask, ask_sync, broadcast, broadcast_sync, send_to, send_to_sync
+
+__all__ = [
+    "Message",
+    "Namespace",
+    "NeffosConsumer",
+    "ProtocolError",
+    "Reject",
+    "ask",
+    "ask_sync",
+    "broadcast",
+    "broadcast_sync",
+    "event",
+    "send_to",
+    "send_to_sync",
+]

@@ -1,0 +1,310 @@
+"""A Channels WebSocket consumer that speaks the neffos protocol to the ``neffos.js`` client.
+
+::
+
+    class ChatConsumer(NeffosConsumer):
+        namespaces = [Chat]          # Namespace subclasses, see namespace.py
+
+    websocket_urlpatterns = [path("echo", ChatConsumer.as_asgi())]
+
+How it works:
+
+* The connection id (``conn.ID`` in neffos.js) is the consumer's channel name, so a message for
+  one connection needs no lookup: it is sent to that channel, on whatever instance it lives.
+* Connecting to a namespace adds the channel to the group ``ns.<namespace>``; joining a room to
+  ``ns.<namespace>.r.<room>`` (see :mod:`.groups`). Leaving, disconnecting from the namespace and
+  closing the socket remove them again, and run ``on_leave``/``on_disconnect``.
+* Frames from the client are handled one at a time, in order, by a task of their own — so a
+  handler may await an answer from its own client (``self.ask``), and channel-layer messages
+  (broadcasts from other connections) keep flowing while a handler runs.
+* A frame that is not a neffos message is answered with an ``invalid payload`` error frame and
+  otherwise ignored; the connection stays open.
+
+Compatible with neffos.js 0.1.34 and its quirks: ``nsConn.leaveAll()`` sends ``_OnRoomLeft``
+requests, which are treated as leaves and answered (Go neffos leaves them hanging); a client ask
+whose handler returns nothing gets an empty answer rather than no answer (neffos.js asks have no
+timeout and would hang forever).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import logging
+import time
+from typing import Any, ClassVar
+
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from ..exceptions import AskError, AskTimeout
+from . import protocol
+from .groups import namespace_group, room_group
+from .namespace import Namespace, Reject
+from .protocol import Message, ProtocolError
+from .server import frame_message, send_frame_to_group
+
+logger = logging.getLogger("channels_neffos.namespaces")
+
+#: Frames a client may queue before its handshake, and while its handlers are busy.
+MAX_QUEUED_FRAMES = 1000
+INTERNAL_ERROR = "internal server error"
+INVALID_PAYLOAD = "invalid payload"
+#: How long a server-initiated join/leave/disconnect waits for the client to confirm.
+FORCED_REQUEST_TIMEOUT = 10.0
+
+
+class NeffosConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
+    """Set ``namespaces`` to the :class:`Namespace` subclasses clients may connect to."""
+
+    namespaces: ClassVar[list[type[Namespace]]] = []
+
+    async def on_handshake(self) -> None:
+        """The client said hello. Raise :class:`Reject` to refuse the whole connection."""
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        self.connection_id: str = self.channel_name
+        self.connected_namespaces: dict[str, Namespace] = {}
+        self._declared = {ns.name: ns for ns in self.namespaces}
+        self._acknowledged = False
+        self._inbox: asyncio.Queue[Message] = asyncio.Queue(MAX_QUEUED_FRAMES)
+        self._server_asks: dict[str, asyncio.Future[Message]] = {}
+        self._tokens = itertools.count()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._handler_task: asyncio.Task[None] | None = None
+        await self.accept()
+
+    async def disconnect(self, code: int) -> None:
+        tasks = [*self._tasks, *([self._handler_task] if self._handler_task else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for pending in self._server_asks.values():
+            pending.cancel()
+        for namespace in list(self.connected_namespaces.values()):
+            await self._drop_namespace(namespace)
+
+    # -- frames from the client ----------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        frame: str | bytes = text_data if text_data is not None else (bytes_data or b"")
+        if not self._acknowledged:
+            await self._handshake(frame)
+            return
+        try:
+            message = protocol.parse(frame)
+        except ProtocolError as exc:
+            logger.info("connection %s sent an invalid frame: %s", self.connection_id, exc)
+            await self.write(Message(body=f"{INVALID_PAYLOAD}: {exc}", is_error=True))
+            return
+        pending = self._server_asks.get(message.wait) if message.wait else None
+        if pending is not None and not message.is_client_wait:
+            if not pending.done():
+                pending.set_result(message)  # the client's answer to one of our asks
+            return
+        try:
+            self._inbox.put_nowait(message)
+        except asyncio.QueueFull:
+            logger.warning("connection %s floods the server; closing it", self.connection_id)
+            await self.close(code=1008)
+
+    async def _handshake(self, frame: str | bytes) -> None:
+        if frame not in (protocol.ACK_REQUEST, protocol.ACK_REQUEST.encode()):
+            await self.close(code=1002)  # neffos.js always says "M" first
+            return
+        try:
+            await self.on_handshake()
+        except Reject as refusal:
+            await self.send(text_data=protocol.ACK_REFUSED + str(refusal))
+            await self.close()
+            return
+        self._acknowledged = True
+        await self.send(text_data=protocol.ACK_ACCEPTED + self.connection_id)
+        self._handler_task = asyncio.ensure_future(self._handle_frames())
+
+    async def _handle_frames(self) -> None:
+        while True:
+            message = await self._inbox.get()
+            try:
+                await self._handle(message)
+            except Exception:
+                logger.exception("neffos handler failed on %s", self.connection_id)
+                if message.wait:
+                    await self.write(message.error(INTERNAL_ERROR))
+
+    async def _handle(self, message: Message) -> None:
+        event = message.event
+        is_request = event in protocol.REQUEST_EVENTS or (
+            event == protocol.ON_ROOM_LEFT and message.room and message.is_client_wait
+        )
+        if is_request:
+            if message.wait and not message.is_noop:
+                await self._handle_request(message)
+            return
+        namespace = self.connected_namespaces.get(message.namespace)
+        if namespace is None:
+            if message.wait:
+                await self.write(message.error(protocol.ERR_BAD_NAMESPACE))
+            return
+        method_name = namespace.events.get(event)
+        handler = getattr(namespace, method_name) if method_name else namespace.on_event
+        try:
+            result = await handler(message)
+        except Reject as refusal:
+            await self.write(message.error(str(refusal)))
+            return
+        if result is not None:
+            await self.write(message.answer(result))
+        elif message.is_client_wait:
+            await self.write(message.answer(""))
+
+    async def _handle_request(self, request: Message) -> None:
+        try:
+            if request.event == protocol.ON_NAMESPACE_CONNECT:
+                await self._client_connects(request)
+            elif request.event == protocol.ON_NAMESPACE_DISCONNECT:
+                namespace = self.connected_namespaces.get(request.namespace)
+                if namespace is not None:
+                    await self._drop_namespace(namespace)
+            else:
+                namespace = self.connected_namespaces.get(request.namespace)
+                if namespace is None:
+                    raise Reject(protocol.ERR_BAD_NAMESPACE)
+                if request.event == protocol.ON_ROOM_JOIN:
+                    if request.room not in namespace.rooms:
+                        await namespace.on_join(request.room)
+                        await self._add_room(namespace, request.room)
+                elif request.room in namespace.rooms:
+                    await self._drop_room(namespace, request.room)
+        except Reject as refusal:
+            await self.write(request.error(str(refusal)))
+            return
+        await self.send(text_data=protocol.empty_reply(request.wait))
+
+    async def _client_connects(self, request: Message) -> None:
+        if request.namespace in self.connected_namespaces:
+            return
+        declared = self._declared.get(request.namespace)
+        if declared is None:
+            raise Reject(protocol.ERR_BAD_NAMESPACE)
+        namespace = declared(self)
+        await namespace.on_connect()
+        await self.channel_layer.group_add(namespace_group(namespace.name), self.channel_name)
+        self.connected_namespaces[namespace.name] = namespace
+
+    # -- membership bookkeeping ----------------------------------------------------------------
+
+    async def _add_room(self, namespace: Namespace, room: str) -> None:
+        await self.channel_layer.group_add(room_group(namespace.name, room), self.channel_name)
+        namespace.rooms.add(room)
+
+    async def _drop_room(self, namespace: Namespace, room: str) -> None:
+        namespace.rooms.discard(room)
+        await self.channel_layer.group_discard(room_group(namespace.name, room), self.channel_name)
+        await namespace.on_leave(room)
+
+    async def _drop_namespace(self, namespace: Namespace) -> None:
+        for room in list(namespace.rooms):
+            await self._drop_room(namespace, room)
+        self.connected_namespaces.pop(namespace.name, None)
+        await self.channel_layer.group_discard(namespace_group(namespace.name), self.channel_name)
+        await namespace.on_disconnect()
+
+    # -- writing to this client ----------------------------------------------------------------
+
+    async def write(self, message: Message) -> None:
+        frame = protocol.serialize(message)
+        if isinstance(frame, bytes):
+            await self.send(bytes_data=frame)
+        else:
+            await self.send(text_data=frame)
+
+    async def ask_client(self, message: Message, timeout: float) -> str | bytes:
+        """Send ``message`` with a server wait token and return the client's answer."""
+        token = f"{time.time_ns()}{next(self._tokens)}"
+        answered: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._server_asks[token] = answered
+        try:
+            await self.write(dataclasses.replace(message, wait=token))
+            try:
+                answer = await asyncio.wait_for(answered, timeout)
+            except asyncio.TimeoutError:
+                raise AskTimeout(f"{self.connection_id} {message.event}", timeout) from None
+        finally:
+            del self._server_asks[token]
+        if answer.is_error:
+            raise AskError(answer.text)
+        return answer.body
+
+    # -- other connections, through the channel layer ------------------------------------------
+
+    async def broadcast(self, message: Message, exclude: str | None) -> None:
+        await send_frame_to_group(self.channel_layer, message, exclude)
+
+    async def send_to(self, connection_id: str, message: Message) -> None:
+        try:
+            self.channel_layer.require_valid_channel_name(connection_id)
+        except TypeError:
+            raise Reject(f"no connection {connection_id!r}") from None
+        await self.channel_layer.send(connection_id, frame_message(message))
+
+    async def neffos_frame(self, payload: dict[str, Any]) -> None:
+        """A frame from a broadcast or send_to: deliver it if this client may see it."""
+        if payload.get("exclude") == self.connection_id:
+            return
+        namespace = self.connected_namespaces.get(payload["namespace"])
+        if namespace is None or (payload["room"] and payload["room"] not in namespace.rooms):
+            return  # neffos' write check: not connected to that namespace / not in that room
+        frame = payload["frame"]
+        if isinstance(frame, bytes):
+            await self.send(bytes_data=frame)
+        else:
+            await self.send(text_data=frame)
+
+    async def neffos_ask(self, request: dict[str, Any]) -> None:
+        """Another instance asks this client; answer it without blocking this consumer."""
+        task = asyncio.ensure_future(self._answer_remote_ask(request))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _answer_remote_ask(self, request: dict[str, Any]) -> None:
+        layer = self.channel_layer
+        if request["namespace"] not in self.connected_namespaces:
+            await layer.reply_error(request, protocol.ERR_BAD_NAMESPACE)
+            return
+        message = Message(request["namespace"], request["room"], request["event"], request["body"])
+        try:
+            body = await self.ask_client(message, float(request["timeout"]))
+        except AskError as exc:
+            await layer.reply_error(request, str(exc))
+        except AskTimeout:
+            pass  # the asker times out as well
+        else:
+            await layer.reply(request, {"body": body})
+
+    # -- server-initiated membership changes ---------------------------------------------------
+
+    async def _request_client(self, request: Message) -> None:
+        # The client answers a request it accepts with an empty frame, one it refuses with an
+        # error (AskError here, for the caller of join/leave/disconnect).
+        await self.ask_client(request, timeout=FORCED_REQUEST_TIMEOUT)
+
+    async def force_join(self, namespace: Namespace, room: str) -> None:
+        if room in namespace.rooms:
+            return
+        await self._request_client(Message(namespace.name, room, protocol.ON_ROOM_JOIN))
+        await self._add_room(namespace, room)
+
+    async def force_leave(self, namespace: Namespace, room: str) -> None:
+        if room not in namespace.rooms:
+            return
+        await self._request_client(Message(namespace.name, room, protocol.ON_ROOM_LEAVE))
+        await self._drop_room(namespace, room)
+
+    async def force_disconnect(self, namespace: Namespace) -> None:
+        if self.connected_namespaces.get(namespace.name) is not namespace:
+            return
+        await self._request_client(Message(namespace.name, "", protocol.ON_NAMESPACE_DISCONNECT))
+        await self._drop_namespace(namespace)

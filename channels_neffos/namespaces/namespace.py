@@ -1,0 +1,159 @@
+"""Declaring a neffos namespace: hooks, event handlers, and what a handler can do.
+
+::
+
+    class Chat(Namespace):
+        name = "chat"
+
+        async def on_connect(self):                 # raise Reject("...") to refuse
+            self.nickname = self.connection.scope["query_string"].decode() or "anonymous"
+
+        async def on_join(self, room):              # raise Reject("...") to refuse
+            await self.broadcast("notice", f"{self.nickname} joined", room=room)
+
+        @event("chat")
+        async def chat(self, message):              # a client's emit or ask
+            await self.broadcast("chat", message.body, room=message.room)
+
+        @event("whoami")
+        async def whoami(self, message):
+            return self.id                          # answers the client's ask
+
+One instance of each namespace class lives per connection while the client is connected to it.
+A handler's return value (``str`` or ``bytes``) is sent back to the client on the same event —
+as the answer when the client asked, as an echo otherwise; raising :class:`Reject` sends an error
+the client sees (``ask()`` rejects); any other exception is logged and the client gets
+``"internal server error"``.
+
+Broadcasts go through the channel layer to every instance: ``broadcast`` reaches every connection
+in the namespace (or the room) on every server, excluding this connection unless
+``include_self=True``; ``send_to`` reaches one connection by id, wherever it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+from .protocol import Message
+
+if TYPE_CHECKING:
+    from .consumer import NeffosConsumer
+
+_Handler = TypeVar("_Handler", bound=Callable[..., Awaitable[Any]])
+_EVENT_ATTRIBUTE = "_neffos_event"
+DEFAULT_ASK_TIMEOUT = 5.0
+
+
+class Reject(Exception):
+    """Refuse a connect/join, or answer a client's event with an error the client sees."""
+
+
+def event(name: str | Callable[..., Awaitable[Any]]) -> Any:
+    """Mark a method as the handler of the client event ``name`` (default: the method's name)."""
+
+    def mark(handler: _Handler, event_name: str) -> _Handler:
+        setattr(handler, _EVENT_ATTRIBUTE, event_name)
+        return handler
+
+    if callable(name):
+        return mark(name, name.__name__)
+    return lambda handler: mark(handler, name)
+
+
+class Namespace:
+    """Base class of a namespace; subclass it, set ``name`` and add ``@event`` handlers."""
+
+    #: The namespace name the client connects to (``conn.connect(name)`` in neffos.js).
+    name: ClassVar[str]
+    #: event name -> method name, collected from ``@event`` marks.
+    events: ClassVar[dict[str, str]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        found = dict(cls.events)
+        for attribute, value in vars(cls).items():
+            event_name = getattr(value, _EVENT_ATTRIBUTE, None)
+            if event_name is not None:
+                found[event_name] = attribute
+        cls.events = found
+
+    def __init__(self, connection: NeffosConsumer) -> None:
+        self.connection = connection
+        #: The rooms of this namespace this connection has joined.
+        self.rooms: set[str] = set()
+
+    @property
+    def id(self) -> str:
+        """This connection's id (what neffos.js shows as ``conn.ID``)."""
+        return self.connection.connection_id
+
+    # -- hooks (override) ----------------------------------------------------------------------
+
+    async def on_connect(self) -> None:
+        """The client asks to connect. Raise :class:`Reject` to refuse."""
+
+    async def on_disconnect(self) -> None:
+        """The client left the namespace, or the connection closed. Rooms are already left."""
+
+    async def on_join(self, room: str) -> None:
+        """The client asks to join ``room``. Raise :class:`Reject` to refuse."""
+
+    async def on_leave(self, room: str) -> None:
+        """The client left ``room`` (asked, forced, or by disconnecting)."""
+
+    async def on_event(self, message: Message) -> str | bytes | None:
+        """Called for client events that no ``@event`` handler takes (neffos' ``_OnAnyEvent``)."""
+        raise Reject(f"unknown event {message.event!r}")
+
+    # -- talking to this client ----------------------------------------------------------------
+
+    async def emit(self, event_name: str, body: str | bytes = "", room: str = "") -> None:
+        """Send an event to this connection's client."""
+        await self.connection.write(Message(self.name, room, event_name, body))
+
+    async def ask(
+        self,
+        event_name: str,
+        body: str | bytes = "",
+        room: str = "",
+        timeout: float = DEFAULT_ASK_TIMEOUT,
+    ) -> str | bytes:
+        """Ask this client and return its answer (the client handler returns
+        ``neffos.reply(value)``). Raises ``AskError`` if it answers with an error and
+        ``AskTimeout`` if it does not answer in time."""
+        return await self.connection.ask_client(Message(self.name, room, event_name, body), timeout)
+
+    # -- talking to other connections, on any instance -----------------------------------------
+
+    async def broadcast(
+        self,
+        event_name: str,
+        body: str | bytes = "",
+        room: str = "",
+        *,
+        include_self: bool = False,
+    ) -> None:
+        """Send to every connection in this namespace (or in ``room``), on every instance."""
+        exclude = None if include_self else self.id
+        await self.connection.broadcast(Message(self.name, room, event_name, body), exclude)
+
+    async def send_to(
+        self, connection_id: str, event_name: str, body: str | bytes = "", room: str = ""
+    ) -> None:
+        """Send to the one connection ``connection_id`` (neffos' ``To``), wherever it is."""
+        await self.connection.send_to(connection_id, Message(self.name, room, event_name, body))
+
+    # -- forcing membership --------------------------------------------------------------------
+
+    async def join(self, room: str) -> None:
+        """Make this client join ``room`` (it is told, and may refuse with an error)."""
+        await self.connection.force_join(self, room)
+
+    async def leave(self, room: str) -> None:
+        """Make this client leave ``room``."""
+        await self.connection.force_leave(self, room)
+
+    async def disconnect(self) -> None:
+        """Disconnect this client from the namespace (its rooms are left first)."""
+        await self.connection.force_disconnect(self)

@@ -1,0 +1,107 @@
+"""The chat: one neffos namespace, ``chat``, with rooms, across every daphne instance.
+
+Client events (see static/chat/app.js): ``chat`` (a room message, broadcast to the room's other
+members), ``whoami`` (ask: your connection id), ``who`` (ask: who is in a room, gathered from
+every instance), ``whisper`` (to one connection id), ``poke`` (the server asks another client
+"ping" and returns its answer). Joining the room ``closed`` is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels_neffos.namespaces import Message, Namespace, NeffosConsumer, Reject, event
+from channels_neffos.namespaces import server as neffos_server
+from channels_neffos.namespaces.groups import room_group
+
+#: How long "who" listens for answers from the other instances.
+PRESENCE_WINDOW = 0.3
+
+
+class Chat(Namespace):
+    name = "chat"
+
+    async def on_connect(self) -> None:
+        query = parse_qs(self.connection.scope.get("query_string", b"").decode())
+        self.nickname = (query.get("name") or ["anonymous"])[0][:40]
+
+    async def on_join(self, room: str) -> None:
+        if room == "closed":
+            raise Reject("this room is closed")
+        await self.broadcast("notice", f"{self.nickname} joined {room}", room=room)
+
+    async def on_leave(self, room: str) -> None:
+        await self.broadcast("notice", f"{self.nickname} left {room}", room=room)
+
+    @event("chat")
+    async def chat(self, message: Message) -> None:
+        if message.room not in self.rooms:
+            raise Reject("join the room first")
+        text = json.dumps({"from": self.nickname, "id": self.id, "text": message.text})
+        await self.broadcast("chat", text, room=message.room)
+
+    @event("whoami")
+    async def whoami(self, message: Message) -> str:
+        return self.id
+
+    @event("who")
+    async def who(self, message: Message) -> str:
+        room = message.text
+        assert isinstance(self.connection, ChatConsumer)  # noqa: S101 - wiring, not input
+        present = await self.connection.gather_presence(room)
+        return json.dumps(sorted(present))
+
+    @event("whisper")
+    async def whisper(self, message: Message) -> None:
+        request = json.loads(message.text)
+        text = json.dumps({"from": self.nickname, "id": self.id, "text": request["text"]})
+        await self.send_to(request["to"], "whisper", text)
+
+    @event("poke")
+    async def poke(self, message: Message) -> str | bytes:
+        """Ask another client (any instance) "ping" and return what it answered."""
+        return await neffos_server.ask(message.text, self.name, "ping", self.nickname, timeout=5)
+
+
+class ChatConsumer(NeffosConsumer):
+    namespaces = [Chat]
+
+    async def connect(self) -> None:
+        await super().connect()
+        self._presence: dict[str, list[str]] = {}
+
+    async def gather_presence(self, room: str) -> list[str]:
+        """Nicknames of the members of ``room`` on every instance (answers for a short window)."""
+        token = secrets.token_hex(8)
+        answers = self._presence[token] = []
+        query = {
+            "type": "chat.presence_query",
+            "room": room,
+            "token": token,
+            "reply_to": self.channel_name,
+        }
+        try:
+            await self.channel_layer.group_send(room_group(Chat.name, room), query)
+            await asyncio.sleep(PRESENCE_WINDOW)
+        finally:
+            del self._presence[token]
+        return answers
+
+    async def chat_presence_query(self, query: dict[str, Any]) -> None:
+        chat = self.connected_namespaces.get(Chat.name)
+        if isinstance(chat, Chat) and query["room"] in chat.rooms:
+            answer = {
+                "type": "chat.presence_answer",
+                "token": query["token"],
+                "name": chat.nickname,
+            }
+            await self.channel_layer.send(query["reply_to"], answer)
+
+    async def chat_presence_answer(self, answer: dict[str, Any]) -> None:
+        waiting = self._presence.get(answer["token"])
+        if waiting is not None:
+            waiting.append(answer["name"])

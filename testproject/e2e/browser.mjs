@@ -1,0 +1,45 @@
+// A real browser on both instances: type on A, see it on B.
+// Usage: node browser.mjs <http url A> <http url B> <screenshot dir> [chromium path]
+// Prints {"ok": bool, "detail": ...} as JSON; exit code 1 on failure.
+import { chromium } from "playwright-core";
+
+const [httpA, httpB, screenshotDir, executablePath = "/usr/bin/chromium"] = process.argv.slice(2);
+
+async function main() {
+  const browser = await chromium.launch({
+    executablePath,
+    headless: true,
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+      "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"],
+  });
+  try {
+    const context = await browser.newContext();
+    const pageA = await context.newPage();
+    const pageB = await context.newPage();
+    for (const [page, url, name] of [[pageA, httpA, "ann"], [pageB, httpB, "ben"]]) {
+      await page.goto(url);
+      await page.fill("#name", name);
+      await page.click("#join");
+      await page.waitForSelector("#log li:has-text('you joined lobby')", { timeout: 10000 });
+    }
+    await pageA.fill("#text", "hello from the browser on A");
+    await pageA.click("#send");
+    await pageB.waitForSelector("#log li:has-text('ann: hello from the browser on A')", { timeout: 10000 });
+    await pageB.click("#who");
+    await pageB.waitForSelector("#log li:has-text('here: ann, ben')", { timeout: 10000 });
+    await pageA.screenshot({ path: `${screenshotDir}/instance-a.png`, fullPage: true });
+    await pageB.screenshot({ path: `${screenshotDir}/instance-b.png`, fullPage: true });
+    const instances = [await pageA.textContent("#instance"), await pageB.textContent("#instance")];
+    return { ok: true, detail: { instances, logB: await pageB.textContent("#log") } };
+  } finally {
+    await browser.close();
+  }
+}
+
+main().then((result) => {
+  console.log(JSON.stringify(result));
+  process.exit(0);
+}, (err) => {
+  console.log(JSON.stringify({ ok: false, detail: String(err && err.stack || err) }));
+  process.exit(1);
+});

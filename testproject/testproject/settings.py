@@ -1,0 +1,78 @@
+"""Settings of the channels_neffos test project: a chat that runs as several daphne instances.
+
+The channel layer comes from the environment:
+
+* ``CHANNEL_LAYER`` — ``nats`` (default), ``redis`` or ``multi`` (both, the migration bridge);
+* ``NATS_URL`` (default ``nats://127.0.0.1:4222``) and ``REDIS_URL``
+  (default ``redis://127.0.0.1:6379/0``) — where the brokers are;
+* ``CHANNEL_PREFIX`` (default ``testproject``) — the layer's prefix on the broker.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "testproject-not-for-production")
+DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
+ALLOWED_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.staticfiles",
+    "channels",
+    "chat",
+]
+MIDDLEWARE = ["django.middleware.common.CommonMiddleware"]
+ROOT_URLCONF = "testproject.urls"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {"context_processors": ["django.template.context_processors.request"]},
+    }
+]
+ASGI_APPLICATION = "testproject.asgi.application"
+DATABASES: dict[str, dict[str, str]] = {}
+USE_TZ = True
+
+STATIC_URL = "static/"
+# The neffos.js browser build is installed by npm (testproject/package.json), never vendored.
+STATICFILES_DIRS = [("neffos", BASE_DIR / "node_modules" / "neffos.js" / "dist")]
+
+_NATS_URL = os.environ.get("NATS_URL", "nats://127.0.0.1:4222")
+_REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+_PREFIX = os.environ.get("CHANNEL_PREFIX", "testproject")
+_LAYERS = {
+    "nats": {"BACKEND": "channels_neffos.NatsChannelLayer", "CONFIG": {"servers": [_NATS_URL]}},
+    "redis": {"BACKEND": "channels_neffos.RedisChannelLayer", "CONFIG": {"hosts": [_REDIS_URL]}},
+}
+_CHOICE = os.environ.get("CHANNEL_LAYER", "nats")
+if _CHOICE == "multi":
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_neffos.MultiChannelLayer",
+            "CONFIG": {"prefix": _PREFIX, "layers": [_LAYERS["redis"], _LAYERS["nats"]]},
+        }
+    }
+elif _CHOICE in _LAYERS:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": _LAYERS[_CHOICE]["BACKEND"],
+            "CONFIG": {**_LAYERS[_CHOICE]["CONFIG"], "prefix": _PREFIX},
+        }
+    }
+else:
+    raise RuntimeError(f"CHANNEL_LAYER must be 'nats', 'redis' or 'multi', not {_CHOICE!r}")
+
+# Which instance this is, shown on the page (the demo starts "A" and "B").
+INSTANCE_NAME = os.environ.get("INSTANCE_NAME", "")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"channels_neffos": {"handlers": ["console"], "level": "INFO"}},
+}
