@@ -14,29 +14,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(HERE.parent))
+
+from instances import instance_environment, start_instance, stop, wait_listening  # noqa: E402
 
 from channels_neffos.testing.brokers import NatsServer, free_port  # noqa: E402
-
-
-def wait_for_http(url: str, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"daphne for {url} exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"{url} did not answer within {timeout}s")
 
 
 def main() -> int:
@@ -56,32 +42,20 @@ def main() -> int:
         nats = NatsServer(free_port())
         nats.start()
         env["NATS_URL"] = nats.url
-    env["PYTHONPATH"] = os.pathsep.join([str(HERE), str(REPO), env.get("PYTHONPATH", "")])
-    env["DJANGO_SETTINGS_MODULE"] = "testproject.settings"
+    env = instance_environment(env)
 
     instances: list[subprocess.Popen[bytes]] = []
     try:
-        urls = []
-        for name, port in (("A", args.port_a), ("B", args.port_b)):
-            instances.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "daphne",
-                        "-b",
-                        "127.0.0.1",
-                        "-p",
-                        str(port),
-                        "testproject.asgi:application",
-                    ],
-                    cwd=HERE,
-                    env={**env, "INSTANCE_NAME": name},
-                )
-            )
-            urls.append(f"http://127.0.0.1:{port}/")
-        for url, process in zip(urls, instances, strict=True):
-            wait_for_http(url, process)
+        ports = {"A": args.port_a, "B": args.port_b}
+        for name, port in ports.items():
+            instances.append(start_instance(name, port, env))
+        for port, process in zip(ports.values(), instances, strict=True):
+            wait_listening(port, process)
+        urls = [f"http://127.0.0.1:{port}/" for port in ports.values()]
+        for url in urls:
+            with urllib.request.urlopen(url, timeout=10) as page:
+                if b"channels_neffos chat" not in page.read():
+                    raise SystemExit(f"{url} did not serve the chat page")
         broker = (
             env.get("NATS_URL")
             if env.get("CHANNEL_LAYER", "nats") == "nats"
@@ -101,12 +75,7 @@ def main() -> int:
         print("\nstopping…")
     finally:
         for process in instances:
-            process.terminate()
-        for process in instances:
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop(process)
         if nats is not None:
             nats.stop()
     return 0
