@@ -1,50 +1,231 @@
-"""Run the benchmarks on private brokers: ``python -m benchmarks [--count N] [--json FILE]``."""
+"""Run every benchmark on private brokers and write results.json, target table and plots.
+
+    python -m benchmarks                # the full run (a few minutes)
+    python -m benchmarks --quick        # tiny sizes, seconds: checks that everything still runs
+    python -m benchmarks --docs         # also refresh docs/benchmarks/ (plots and target table)
+
+Workloads: (a) send→receive throughput, (b) ping-pong round trips, (c) group fan-out in one
+process, (d) fan-out with members in 4 OS processes, (e) ask round trips, (f) memory — against
+both channels_neffos layers, channels_redis (core and pubsub), channels-nats, and the raw
+limits of redis-py and nats-py (see anchors.py). Ratios only mean something within one run.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import platform
+import shutil
+import time
+import traceback
+from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
-from channels_neffos import NatsChannelLayer, RedisChannelLayer
 from channels_neffos.testing.brokers import NatsServer, RedisServer
 
-from .ask import layer_ask_rate, raw_nats_request_rate
-from .throughput import layer_factories, send_receive_rate
+from . import anchors, processes, report, workloads
+from .subjects import CHANNELS_REDIS_CORE, Subject, layer_subjects
+
+REPO = Path(__file__).resolve().parent.parent
+FULL = {
+    "count": 20_000,
+    "round_trips": 2_000,
+    "fan_out_sizes": [1, 10, 100, 1000],
+    "deliveries": 20_000,
+    "process_sizes": [10, 100, 1000],
+    "asks": 2_000,
+    "concurrency": 100,
+    "channels": 10_000,
+    "groups": 1_000,
+    "churn_ops": 1_000_000,
+    "churn_seconds": 30,
+}
+QUICK = {
+    "count": 300,
+    "round_trips": 50,
+    "fan_out_sizes": [1, 10],
+    "deliveries": 200,
+    "process_sizes": [4],
+    "asks": 40,
+    "concurrency": 4,
+    "channels": 200,
+    "groups": 20,
+    "churn_ops": 2_000,
+    "churn_seconds": 2,
+}
+
+
+def measure(label: str, work: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+    """Run one measurement in a fresh event loop; a failure is recorded, not fatal."""
+    started = time.perf_counter()
+    try:
+        value = asyncio.run(work())
+    except Exception as exc:
+        traceback.print_exc()
+        print(f"  {label}: FAILED ({exc!r})", flush=True)
+        return {"error": repr(exc)}
+    print(f"  {label}: {summarize(value)}  [{time.perf_counter() - started:.1f}s]", flush=True)
+    return value
+
+
+def summarize(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.0f}/s"
+    return ", ".join(f"{k}={v:,.2f}" for k, v in value.items() if isinstance(v, (int, float)))
+
+
+def run(
+    sizes: dict[str, Any], subjects: list[Subject], redis_url: str, nats_url: str
+) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    print("(a) send → receive", flush=True)
+    a = results["a_send_receive"] = {}
+    for s in subjects:
+        a[s.name] = measure(s.name, lambda s=s: workloads.send_receive_rate(s.spec, sizes["count"]))
+        if s.ours:
+            name = f"{s.name} (same instance)"
+            a[name] = measure(
+                name, lambda s=s: workloads.send_receive_rate(s.spec, sizes["count"], True)
+            )
+    a[report.RAW_REDIS_PY] = measure(
+        report.RAW_REDIS_PY, lambda: anchors.redis_py_pubsub_rate(redis_url, sizes["count"])
+    )
+    a[report.RAW_SOCKET] = measure(
+        report.RAW_SOCKET, lambda: anchors.raw_socket_psubscribe_rate(redis_url, sizes["count"])
+    )
+    a[report.RAW_NATS_PUBSUB] = measure(
+        report.RAW_NATS_PUBSUB, lambda: anchors.nats_pubsub_rate(nats_url, sizes["count"])
+    )
+
+    print("(b) ping-pong round trips", flush=True)
+    results["b_round_trip"] = {
+        s.name: measure(
+            s.name, lambda s=s: workloads.ping_pong_latency(s.spec, sizes["round_trips"])
+        )
+        for s in subjects
+    }
+
+    print("(c) group fan-out, one process", flush=True)
+    results["c_fan_out"] = {
+        s.name: {
+            str(n): measure(
+                f"{s.name} × {n}",
+                lambda s=s, n=n: workloads.fan_out(s.spec, n, sizes["deliveries"]),
+            )
+            for n in sizes["fan_out_sizes"]
+        }
+        for s in subjects
+    }
+
+    print("(d) fan-out across 4 OS processes", flush=True)
+    results["d_fan_out_processes"] = {
+        s.name: {
+            str(n): measure(
+                f"{s.name} × {n}",
+                lambda s=s, n=n: processes.fan_out_across_processes(s.spec, n, sizes["deliveries"]),
+            )
+            for n in sizes["process_sizes"]
+        }
+        for s in subjects
+    }
+
+    print("(e) ask round trips", flush=True)
+    asks: dict[str, Any] = {}
+    for mode, concurrency in (("sequential", 1), ("concurrent", sizes["concurrency"])):
+        rows = asks[mode] = {}
+        for s in subjects:
+            if s.ours:
+                rows[s.name] = measure(
+                    f"{mode} {s.name}",
+                    lambda s=s, c=concurrency: workloads.layer_ask_rate(s.spec, sizes["asks"], c),
+                )
+
+        async def raw(concurrency: int = concurrency) -> float:
+            ask_once, close = await anchors.nats_request_reply(nats_url)
+            try:
+                await ask_once()
+                return await workloads.timed_asks(sizes["asks"], concurrency, ask_once)
+            finally:
+                await close()
+
+        rows[report.RAW_NATS_REQUEST] = measure(f"{mode} {report.RAW_NATS_REQUEST}", raw)
+    results["e_ask"] = asks
+
+    print("(f) memory", flush=True)
+    results["f_memory"] = {}
+    for s in subjects:
+        slow = s.name == CHANNELS_REDIS_CORE  # every membership change is a Redis round trip
+        results["f_memory"][s.name] = measure(
+            s.name,
+            lambda s=s, slow=slow: processes.memory_footprint(
+                s.spec,
+                sizes["channels"],
+                sizes["groups"],
+                sizes["churn_ops"],
+                sizes["churn_seconds"] / (3 if slow else 1),
+            ),
+        )
+    return drop_failures(results)
+
+
+def drop_failures(results: dict[str, Any]) -> dict[str, Any]:
+    """Keep failed measurements under "errors" so that ratios use only real numbers."""
+    errors: dict[str, Any] = {}
+
+    def clean(node: Any, path: str) -> Any:
+        if isinstance(node, dict) and "error" in node and len(node) == 1:
+            errors[path] = node["error"]
+            return None
+        if isinstance(node, dict):
+            kept = {k: clean(v, f"{path}/{k}") for k, v in node.items()}
+            return {k: v for k, v in kept.items() if v is not None}
+        return node
+
+    cleaned = clean(results, "")
+    cleaned["errors"] = errors
+    return cleaned  # type: ignore[no-any-return]
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--count", type=int, default=20000, help="messages per layer (send)")
-    parser.add_argument("--asks", type=int, default=2000, help="asks per measurement")
-    parser.add_argument("--concurrency", type=int, default=100, help="asks in flight")
-    parser.add_argument("--json", help="write the results to this file")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--docs", action="store_true", help="copy plots and table into docs/")
+    parser.add_argument("--only", help="comma-separated subject names (default: all)")
     args = parser.parse_args(argv)
-    results: dict[str, Any] = {"send_receive_msgs_per_s": {}, "asks_per_s": {}}
+    sizes = QUICK if args.quick else FULL
+    args.out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
     with RedisServer() as redis_server, NatsServer() as nats_server:
-        for name, factory in layer_factories(redis_server.url, nats_server.url).items():
-            rate = asyncio.run(send_receive_rate(factory, args.count))
-            results["send_receive_msgs_per_s"][name] = rate
-            print(f"send→receive  {name:28s} {rate:>10,.0f} msg/s")
-        ask_layers: dict[str, Any] = {
-            "channels_neffos Redis": lambda: RedisChannelLayer(hosts=[redis_server.url]),
-            "channels_neffos NATS": lambda: NatsChannelLayer(servers=[nats_server.url]),
-        }
-        for mode, concurrency in (("sequential", 1), ("concurrent", args.concurrency)):
-            rows = {
-                name: asyncio.run(layer_ask_rate(factory, args.asks, concurrency))
-                for name, factory in ask_layers.items()
-            }
-            rows["raw nats-py request/reply"] = asyncio.run(
-                raw_nats_request_rate(nats_server.url, args.asks, concurrency)
-            )
-            results["asks_per_s"][mode] = rows
-            for name, rate in rows.items():
-                print(f"ask {mode:10s} {name:28s} {rate:>10,.0f} asks/s")
-    if args.json:
-        with open(args.json, "w") as out:
-            json.dump({**results, "args": vars(args)}, out, indent=2)
+        subjects = layer_subjects(redis_server.url, nats_server.url)
+        if args.only:
+            wanted = {name.strip() for name in args.only.split(",")}
+            subjects = [s for s in subjects if s.name in wanted]
+        results = run(sizes, subjects, redis_server.url, nats_server.url)
+    results["meta"] = {
+        "sizes": sizes,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "seconds": time.perf_counter() - started,
+    }
+    results["targets"] = report.targets(results)
+    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    table = report.target_table_rst(results["targets"])
+    (args.out / "targets.rst").write_text(table)
+    plots = report.plot(results, args.out)
+    print("\n" + table)
+    print(
+        f"results, table and {len(plots)} plots in {args.out} ({results['meta']['seconds']:.0f}s)"
+    )
+    if args.docs:
+        docs = REPO / "docs" / "benchmarks"
+        docs.mkdir(exist_ok=True)
+        for path in [*plots, args.out / "targets.rst", args.out / "results.json"]:
+            shutil.copy(path, docs / path.name)
     return results
 
 

@@ -51,6 +51,7 @@ ASK_KEY = "__neffos_ask__"
 #: Keys a message may not carry: Channels reserves the first, this package the second.
 RESERVED_KEYS = ("__asgi_channel__", ASK_KEY)
 DEFAULT_ASK_TIMEOUT = 5.0
+_OWNER_CACHE_SIZE = 10_000
 #: After a failed connect, calls in the same event loop fail at once for this many seconds.
 RETRY_CONNECT_AFTER = 1.0
 
@@ -105,6 +106,7 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
         self.drop_log = DropLog(self.counters)
         self.sweep_interval = min(self.expiry, 30.0)
         self._processes: dict[asyncio.AbstractEventLoop, LayerProcess] = {}
+        self._owners: dict[str, str] = {}  # see _owner_of
         #: Chooses the pid of this layer's process on the running loop; MultiChannelLayer sets
         #: it so that all its children share one pid (and so one channel name) per loop.
         self.pid_source: Callable[[], str] | None = None
@@ -200,23 +202,41 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
 
     async def send(self, channel: str, message: dict[str, Any]) -> None:
         """Send ``message`` to ``channel``; ``ChannelFull`` if the sender can see it is full."""
-        self.require_valid_channel_name(channel)
+        owner = self._owners.get(channel)
+        if owner is None:
+            owner = self._owner_of(channel)
         self._require_valid_message(message)
         body = envelope.pack_body(message)
         process = await self._process()
         process.check_size(body)
-        if "!" not in channel:
+        if not owner:
             await process.send_to_worker_channel(channel, body)
-            return
-        pid = self._require_process_channel_pid(channel)
-        if pid == process.pid:
+        elif owner == process.pid:
             process.deliver(channel, body, raise_full=True)
         else:
             message_envelope = envelope.Envelope(envelope.CHANNEL, process.pid, channel, body)
-            await process.publish(process.channel_subject(pid, channel), message_envelope)
+            await process.publish(process.channel_subject(owner, channel), message_envelope)
+
+    def _owner_of(self, channel: str) -> str:
+        """The pid that owns a process channel, ``""`` for a worker channel (validated, cached).
+
+        Consumers send to the same few channels over and over; remembering the answer saves
+        the name checks on every send. The cache is bounded by starting afresh when full.
+        """
+        self.require_valid_channel_name(channel)
+        owner = self._require_process_channel_pid(channel) if "!" in channel else ""
+        if len(self._owners) >= _OWNER_CACHE_SIZE:
+            self._owners.clear()
+        self._owners[channel] = owner
+        return owner
 
     async def receive(self, channel: str) -> dict[str, Any]:
         """Wait for the next message on ``channel`` (of this process, or a worker channel)."""
+        process = self._processes.get(asyncio.get_running_loop())
+        if process is not None and process.listening and "!" in channel:
+            mailbox = process.mailboxes.get(channel)
+            if mailbox is not None:  # the hot path: a channel of ours, already checked
+                return envelope.unpack_body(await mailbox.get())
         self.require_valid_channel_name(channel)
         process = await self._process()
         if "!" in channel:

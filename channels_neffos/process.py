@@ -87,6 +87,9 @@ class LayerProcess:
         self._fetchers: dict[str, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._listening: asyncio.Future[None] | None = None
+        #: The wildcard subscription is in place (checked on every receive: a plain bool).
+        self.listening = False
+        self._subjects: dict[tuple[str, str], str] = {}
         self._last_sweep = monotonic()
         self.drop = layer.drop_log
         self.connected = False
@@ -118,6 +121,8 @@ class LayerProcess:
 
     async def listen(self) -> None:
         """Subscribe this process's wildcard once; every concurrent caller waits for it."""
+        if self.listening:
+            return
         if self._listening is None:
             self._listening = asyncio.ensure_future(
                 self.transport.subscribe(
@@ -130,6 +135,7 @@ class LayerProcess:
             if self._listening.done() and self._listening.exception() is not None:
                 self._listening = None  # let the next caller try again
             raise
+        self.listening = True
 
     # -- TransportEvents -----------------------------------------------------------------------
 
@@ -151,7 +157,13 @@ class LayerProcess:
     # -- subjects ------------------------------------------------------------------------------
 
     def channel_subject(self, pid: str, channel: str) -> str:
-        return self.transport.subject(self.prefix, pid, "c", channel)
+        key = (pid, channel)
+        subject = self._subjects.get(key)
+        if subject is None:  # remembered: building (and escaping) a subject costs more than a send
+            if len(self._subjects) >= 10_000:
+                self._subjects.clear()
+            subject = self._subjects[key] = self.transport.subject(self.prefix, pid, "c", channel)
+        return subject
 
     def group_subject(self, group: str) -> str:
         return self.transport.subject(self.prefix, "g", group)
@@ -186,12 +198,16 @@ class LayerProcess:
         if not members:
             return 0
         now = monotonic()
+        expires_at = now + self.layer.expiry
+        mailboxes = self.mailboxes
         delivered = 0
         for channel, deadline in list(members.items()):
             if deadline < now:
                 self._forget_member(group, channel)
             elif channel != exclude:
-                self.deliver(channel, body, raise_full=False)
+                mailbox = mailboxes.get(channel) or self.mailbox(channel)
+                if not mailbox.put(body, expires_at):
+                    self.drop("channel_full", channel)
                 delivered += 1
         return delivered
 

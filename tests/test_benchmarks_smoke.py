@@ -1,4 +1,4 @@
-"""A tiny run of the benchmarks so they never rot (the real run: python -m benchmarks)."""
+"""A tiny run of every benchmark so they never rot (the real run: python -m benchmarks)."""
 
 from __future__ import annotations
 
@@ -6,20 +6,23 @@ import json
 from pathlib import Path
 
 from benchmarks.__main__ import main
+from benchmarks.subjects import NEFFOS_NATS, NEFFOS_REDIS
 
 
-def test_benchmarks_run_end_to_end(tmp_path: Path) -> None:
-    out = tmp_path / "results.json"
-    main(["--count", "300", "--asks", "40", "--concurrency", "4", "--json", str(out)])
-    results = json.loads(out.read_text())
-    assert set(results["send_receive_msgs_per_s"]) >= {
-        "channels_neffos Redis",
-        "channels_neffos NATS",
-    }
-    assert all(rate > 0 for rate in results["send_receive_msgs_per_s"].values())
-    for mode in ("sequential", "concurrent"):
-        assert set(results["asks_per_s"][mode]) == {
-            "channels_neffos Redis",
-            "channels_neffos NATS",
-            "raw nats-py request/reply",
-        }
+def test_every_workload_runs_and_reports(tmp_path: Path) -> None:
+    results = main(["--quick", "--out", str(tmp_path)])
+    assert not results["errors"], results["errors"]
+    for workload in (
+        "a_send_receive",
+        "b_round_trip",
+        "c_fan_out",
+        "d_fan_out_processes",
+        "f_memory",
+    ):
+        assert {NEFFOS_REDIS, NEFFOS_NATS} <= set(results[workload]), workload
+    assert set(results["e_ask"]["sequential"]) >= {NEFFOS_REDIS, NEFFOS_NATS}
+    assert results["targets"], "no target could be computed"
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["a_send_receive"][NEFFOS_REDIS] > 0
+    assert len(list(tmp_path.glob("*.png"))) >= 6
+    assert (tmp_path / "targets.rst").read_text().startswith(".. list-table::")
