@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import Callable
 from typing import Any
@@ -134,16 +135,17 @@ async def nats_pubsub_rate(url: str, count: int) -> float:
 async def nats_request_reply(url: str) -> tuple[Callable[[], Any], Callable[[], Any]]:
     """(iv) an ``ask_once`` coroutine function over nats-py request/reply, and a closer."""
     responder, asker = await nats.connect(url), await nats.connect(url)
+    subject = f"anchor.iv.{secrets.token_hex(4)}"
 
     async def respond(msg: Any) -> None:
         msgpack.unpackb(msg.data)
         await msg.respond(PAYLOAD)
 
-    await responder.subscribe("anchor.iv", cb=respond)
+    await responder.subscribe(subject, cb=respond)
     await responder.flush()
 
     async def ask_once() -> None:
-        reply = await asker.request("anchor.iv", PAYLOAD, timeout=30)
+        reply = await asker.request(subject, PAYLOAD, timeout=30)
         msgpack.unpackb(reply.data)
 
     async def close() -> None:

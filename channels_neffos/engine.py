@@ -207,14 +207,16 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
             owner = self._owner_of(channel)
         self._require_valid_message(message)
         body = envelope.pack_body(message)
-        process = await self._process()
+        process = self._processes.get(asyncio.get_running_loop())
+        if process is None or not process.started:
+            process = await self._process()
         process.check_size(body)
         if not owner:
             await process.send_to_worker_channel(channel, body)
         elif owner == process.pid:
             process.deliver(channel, body, raise_full=True)
         else:
-            message_envelope = envelope.Envelope(envelope.CHANNEL, process.pid, channel, body)
+            message_envelope = (envelope.CHANNEL, process.pid, channel, body)
             await process.publish(process.channel_subject(owner, channel), message_envelope)
 
     def _owner_of(self, channel: str) -> str:

@@ -65,8 +65,13 @@ def unpack_body(body: bytes) -> dict[str, Any]:
     return msgpack.unpackb(body, raw=False, strict_map_key=False)  # type: ignore[no-any-return]
 
 
-def encode(envelope: Envelope) -> bytes:
-    return msgpack.packb((VERSION, *envelope), use_bin_type=True)  # type: ignore[no-any-return]
+def encode(envelope: Envelope | tuple[int, str, str, bytes]) -> bytes:
+    """Encode an envelope; a bare ``(kind, origin_pid, target, body)`` leaves the rest unset."""
+    if len(envelope) == 4:
+        fields: tuple[Any, ...] = (VERSION, *envelope, None, None, None)
+    else:
+        fields = (VERSION, *envelope)
+    return msgpack.packb(fields, use_bin_type=True)  # type: ignore[no-any-return]
 
 
 def decode(data: bytes) -> Envelope:

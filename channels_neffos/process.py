@@ -221,7 +221,7 @@ class LayerProcess:
                 self.layer.broker_name,
             )
 
-    async def publish(self, subject: str, message: Envelope) -> None:
+    async def publish(self, subject: str, message: Envelope | tuple[int, str, str, bytes]) -> None:
         try:
             await self.transport.publish(subject, envelope.encode(message))
         except ConnectionError:

@@ -102,10 +102,16 @@ class RespConnection:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
+    @property
+    def congested(self) -> bool:
+        """Whether writers should wait (see :meth:`wait_writable`) before writing more."""
+        writer = self._writer
+        return writer is not None and writer.transport.get_write_buffer_size() > _HIGH_WATER_BYTES
+
     async def wait_writable(self) -> None:
         """Back-pressure: wait while the kernel and asyncio buffers are too full."""
         writer = self._writer
-        if writer is not None and writer.transport.get_write_buffer_size() > _HIGH_WATER_BYTES:
+        if writer is not None and self.congested:
             await writer.drain()
 
     def _flush(self) -> None:

@@ -157,7 +157,8 @@ class RedisTransport(Transport):
     async def publish(self, subject: str, payload: bytes, reply_to: str | None = None) -> None:
         self._commands.write(pack(b"PUBLISH", subject, payload))
         self._reply_waiters.append(None)
-        await self._commands.wait_writable()
+        if self._commands.congested:  # checked, not awaited, on the hot path
+            await self._commands.wait_writable()
 
     async def publish_request(self, subject: str, payload: bytes, reply_to: str) -> int | None:
         # The reply address travels in the envelope; PUBLISH's answer is the receiver count.
