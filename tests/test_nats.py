@@ -89,3 +89,22 @@ async def test_worker_channel_overflow_is_dropped_and_counted(nats_spec: LayerSp
     assert reader.counters["channel_full"] >= 7
     got = [(await asyncio.wait_for(reader.receive(channel), 5))["n"] for _ in range(2)]
     assert got == [0, 1]
+
+
+@pytest.mark.asyncio
+async def test_subscribe_returns_only_once_the_sub_is_on_the_wire(nats_spec: LayerSpec) -> None:
+    """Regression: nats-py's flush() writes its PING straight to the socket, while a new SUB
+    waits in the client's buffer for the flusher task. On a busy event loop the flusher ran
+    late, PONG came back first, and messages published right after group_add were lost (seen
+    in the conformance suite under load). Here the flusher is held back deterministically —
+    something no real component does on demand — and subscribe() must wait for it."""
+    layer = nats_spec.build()
+    await layer.new_channel()
+    process = layer._processes[asyncio.get_running_loop()]
+    client = process.transport._client
+    held = client._flush_queue
+    client._flush_queue = asyncio.Queue()  # the flusher stays parked on the old queue...
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.3, held.put_nowait, loop.create_future())  # ...until this releases it
+    await process.transport.subscribe("x.y", lambda payload: None)
+    assert client._pending_data_size == 0, "subscribe() returned with the SUB still unsent"

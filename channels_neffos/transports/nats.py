@@ -169,7 +169,17 @@ class NatsTransport(Transport):
         await self._flush(client)
 
     async def _flush(self, client: Client) -> None:
+        """Return once the server has processed everything sent so far (a new SUB included).
+
+        nats-py's ``flush()`` writes its PING straight to the socket while a SUB may still sit
+        in the client's pending buffer waiting for the flusher task; under load the PONG then
+        comes back before the server has seen the SUB, and messages published right after
+        "subscribing" are lost. So first wait until the flusher has written the buffer.
+        """
         try:
+            flush_pending = getattr(client, "_flush_pending", None)
+            if flush_pending is not None:  # nats-py internals; without them we can only hope
+                await flush_pending(force_flush=True)
             await client.flush(timeout=_FLUSH_TIMEOUT)
         except (nats.errors.Error, asyncio.TimeoutError) as exc:
             raise BrokerUnavailable(self.url, f"subscription not confirmed: {exc}") from exc
