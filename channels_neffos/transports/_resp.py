@@ -25,7 +25,7 @@ from redis.asyncio.connection import AbstractConnection, ConnectionPool
 logger = logging.getLogger("channels_neffos.redis")
 
 #: Flush the coalesced write buffer early once it holds this many bytes.
-_FLUSH_AT_BYTES = 256 * 1024
+_FLUSH_AT_BYTES = 64 * 1024
 #: Make writers wait (back-pressure) while the socket buffer holds more than this.
 _HIGH_WATER_BYTES = 4 * 1024 * 1024
 _RECONNECT_FIRST_DELAY = 0.05
@@ -77,6 +77,7 @@ class RespConnection:
         self._out: list[bytes] = []
         self._out_bytes = 0
         self._flush_scheduled = False
+        self._yield_due = False
         self._closed = False
 
     @property
@@ -98,20 +99,28 @@ class RespConnection:
         self._out_bytes += len(command)
         if self._out_bytes >= _FLUSH_AT_BYTES:
             self._flush()
+            self._yield_due = True  # a whole batch left without the event loop getting a turn
         elif not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
     @property
     def congested(self) -> bool:
-        """Whether writers should wait (see :meth:`wait_writable`) before writing more."""
+        """Whether a writer should call :meth:`wait_writable` before writing more."""
+        if self._yield_due:
+            return True
         writer = self._writer
         return writer is not None and writer.transport.get_write_buffer_size() > _HIGH_WATER_BYTES
 
     async def wait_writable(self) -> None:
-        """Back-pressure: wait while the kernel and asyncio buffers are too full."""
+        """Back-pressure: give the event loop a turn after every batch, so readers (ours, and
+        Redis draining its output to subscribers) keep up with a publisher that never awaits
+        anything else; and wait while the kernel and asyncio buffers are too full."""
+        if self._yield_due:
+            self._yield_due = False
+            await asyncio.sleep(0)
         writer = self._writer
-        if writer is not None and self.congested:
+        if writer is not None and writer.transport.get_write_buffer_size() > _HIGH_WATER_BYTES:
             await writer.drain()
 
     def _flush(self) -> None:
