@@ -84,7 +84,10 @@ class NeffosConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         for pending in self._server_asks.values():
             pending.cancel()
         for namespace in list(self.connected_namespaces.values()):
-            await self._drop_namespace(namespace)
+            try:
+                await self._drop_namespace(namespace)
+            except Exception:  # one failing hook must not keep the others from cleaning up
+                logger.exception("leaving namespace %r on disconnect failed", namespace.name)
 
     # -- frames from the client ----------------------------------------------------------------
 
