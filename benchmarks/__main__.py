@@ -108,28 +108,13 @@ def run(
     }
 
     print("(c) group fan-out, one process", flush=True)
-    results["c_fan_out"] = {
-        s.name: {
-            str(n): measure(
-                f"{s.name} × {n}",
-                lambda s=s, n=n: workloads.fan_out(s.spec, n, sizes["deliveries"]),
-            )
-            for n in sizes["fan_out_sizes"]
-        }
-        for s in subjects
-    }
-
+    results["c_fan_out"] = per_group_size(
+        subjects, sizes["fan_out_sizes"], sizes["deliveries"], workloads.fan_out
+    )
     print("(d) fan-out across 4 OS processes", flush=True)
-    results["d_fan_out_processes"] = {
-        s.name: {
-            str(n): measure(
-                f"{s.name} × {n}",
-                lambda s=s, n=n: processes.fan_out_across_processes(s.spec, n, sizes["deliveries"]),
-            )
-            for n in sizes["process_sizes"]
-        }
-        for s in subjects
-    }
+    results["d_fan_out_processes"] = per_group_size(
+        subjects, sizes["process_sizes"], sizes["deliveries"], processes.fan_out_across_processes
+    )
 
     print("(e) ask round trips", flush=True)
     asks: dict[str, Any] = {}
@@ -168,6 +153,22 @@ def run(
             ),
         )
     return drop_failures(results)
+
+
+def per_group_size(
+    subjects: list[Subject],
+    group_sizes: list[int],
+    deliveries: int,
+    workload: Callable[[Any, int, int], Coroutine[Any, Any, Any]],
+) -> dict[str, dict[str, Any]]:
+    """``{subject: {members: result}}`` of a fan-out workload."""
+    return {
+        s.name: {
+            str(n): measure(f"{s.name} × {n}", lambda s=s, n=n: workload(s.spec, n, deliveries))
+            for n in group_sizes
+        }
+        for s in subjects
+    }
 
 
 def drop_failures(results: dict[str, Any]) -> dict[str, Any]:
