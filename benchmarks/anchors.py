@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import hiredis
 import msgpack
 import nats
+import nats.errors
 import redis.asyncio as redis_asyncio
 
 PAYLOAD = msgpack.packb({"type": "bench.message", "text": "x" * 80, "n": 0})  # ~100 bytes
@@ -143,6 +144,14 @@ async def nats_request_reply(url: str) -> tuple[Callable[[], Any], Callable[[], 
 
     await responder.subscribe(subject, cb=respond)
     await responder.flush()
+    # nats-py's flush() PING can overtake the SUB still in its buffer (see transports/nats.py),
+    # so the subscription may not be on the server yet: wait until a request gets through.
+    for _ in range(100):
+        try:
+            await asker.request(subject, PAYLOAD, timeout=5)
+            break
+        except nats.errors.NoRespondersError:
+            await asyncio.sleep(0.02)
 
     async def ask_once() -> None:
         reply = await asker.request(subject, PAYLOAD, timeout=30)
