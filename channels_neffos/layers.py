@@ -87,4 +87,4 @@ class NatsChannelLayer(NeffosChannelLayer):
         self.connect_options = dict(connect_options or {})
 
     def make_transport(self, events: TransportEvents) -> Transport:
-        return NatsTransport(self.servers, self.connect_options, self.prefix, events)
+        return NatsTransport(self.servers, self.connect_options, events)

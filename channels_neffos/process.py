@@ -92,7 +92,6 @@ class LayerProcess:
         self._subjects: dict[tuple[str, str], str] = {}
         self._last_sweep = monotonic()
         self.drop = layer.drop_log
-        self.connected = False
         self.started = False
         self.closed = False
         self.max_body = 0
@@ -101,7 +100,6 @@ class LayerProcess:
 
     async def start(self) -> None:
         await self.transport.connect()
-        self.connected = True
         # Largest user body such that the envelope around it still fits the broker.
         self.max_body = self.transport.max_payload - self.layer.ENVELOPE_ALLOWANCE
         self.started = True
@@ -140,11 +138,10 @@ class LayerProcess:
     # -- TransportEvents -----------------------------------------------------------------------
 
     def connection_lost(self, reason: BaseException | None) -> None:
-        self.connected = False
         self.layer.counters["connection_lost"] += 1
 
     def connection_restored(self) -> None:
-        self.connected = True
+        self.layer.counters["connection_restored"] += 1
 
     def dropped(self, reason: str, where: str) -> None:
         self.drop(reason, where)

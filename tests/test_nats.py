@@ -14,7 +14,7 @@ from channels_neffos.transports.nats import NatsTransport
 
 
 def test_subjects_escape_empty_and_underscore_tokens_injectively() -> None:
-    transport = NatsTransport(["nats://x"], {}, "P", events=None)  # type: ignore[arg-type]
+    transport = NatsTransport(["nats://x"], {}, events=None)  # type: ignore[arg-type]
     names = ["a..b", "a._.b", ".lead", "_.lead", "trail.", "trail._", "_x", "__x", "x", "a.b"]
     subjects = [transport.subject("P", "g", name) for name in names]
     assert len(set(subjects)) == len(names)

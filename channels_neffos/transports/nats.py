@@ -62,12 +62,10 @@ class NatsTransport(Transport):
         self,
         servers: list[str],
         connect_options: dict[str, Any],
-        prefix: str,
         events: TransportEvents,
     ) -> None:
         self._servers = servers
         self._connect_options = connect_options
-        self._prefix = prefix
         self._events = events
         self.url = ", ".join(servers)
         self._client: Client | None = None
