@@ -17,6 +17,7 @@ import asyncio
 import json
 import platform
 import shutil
+import statistics
 import time
 import traceback
 from collections.abc import Callable, Coroutine
@@ -29,8 +30,13 @@ from . import anchors, processes, report, workloads
 from .subjects import CHANNELS_REDIS_CORE, Subject, layer_subjects
 
 REPO = Path(__file__).resolve().parent.parent
+#: After its first round, a case is measured again only while it has taken less than this.
+ROUND_BUDGET_SECONDS = 5.0
+#: Every sample behind a median, by workload; saved in results.json as "samples".
+SAMPLES: dict[str, dict[str, list[Any]]] = {}
 FULL = {
     "count": 20_000,
+    "rounds": 5,
     "round_trips": 2_000,
     "fan_out_sizes": [1, 10, 100, 1000],
     "deliveries": 20_000,
@@ -44,6 +50,7 @@ FULL = {
 }
 QUICK = {
     "count": 300,
+    "rounds": 2,
     "round_trips": 50,
     "fan_out_sizes": [1, 10],
     "deliveries": 200,
@@ -80,52 +87,59 @@ def run(
     sizes: dict[str, Any], subjects: list[Subject], redis_url: str, nats_url: str
 ) -> dict[str, Any]:
     results: dict[str, Any] = {}
-    print("(a) send → receive", flush=True)
-    a = results["a_send_receive"] = {}
+    print(f"(a) send → receive, median of up to {sizes['rounds']} interleaved rounds", flush=True)
+    cases: dict[str, Callable[[], Coroutine[Any, Any, Any]]] = {}
     for s in subjects:
-        a[s.name] = measure(s.name, lambda s=s: workloads.send_receive_rate(s.spec, sizes["count"]))
+        cases[s.name] = lambda s=s: workloads.send_receive_rate(s.spec, sizes["count"])
         if s.ours:
-            name = f"{s.name} (same instance)"
-            a[name] = measure(
-                name, lambda s=s: workloads.send_receive_rate(s.spec, sizes["count"], True)
+            cases[f"{s.name} (same instance)"] = lambda s=s: workloads.send_receive_rate(
+                s.spec, sizes["count"], True
             )
-    a[report.RAW_REDIS_PY] = measure(
-        report.RAW_REDIS_PY, lambda: anchors.redis_py_pubsub_rate(redis_url, sizes["count"])
-    )
-    a[report.RAW_SOCKET] = measure(
-        report.RAW_SOCKET, lambda: anchors.raw_socket_psubscribe_rate(redis_url, sizes["count"])
-    )
-    a[report.RAW_NATS_PUBSUB] = measure(
-        report.RAW_NATS_PUBSUB, lambda: anchors.nats_pubsub_rate(nats_url, sizes["count"])
+            cases[f"{s.name} (alternating 2 channels)"] = lambda s=s: workloads.send_receive_rate(
+                s.spec, sizes["count"], channels=2
+            )
+    cases[report.RAW_REDIS_PY] = lambda: anchors.redis_py_pubsub_rate(redis_url, sizes["count"])
+    cases[report.RAW_SOCKET] = lambda: anchors.raw_socket_psubscribe_rate(redis_url, sizes["count"])
+    cases[report.RAW_NATS_PUBSUB] = lambda: anchors.nats_pubsub_rate(nats_url, sizes["count"])
+    results["a_send_receive"] = interleaved_rounds("a_send_receive", cases, sizes["rounds"])
+
+    print(f"(b) ping-pong round trips, median of {sizes['rounds']} rounds", flush=True)
+    results["b_round_trip"] = interleaved_rounds(
+        "b_round_trip",
+        {
+            s.name: lambda s=s: workloads.ping_pong_latency(s.spec, sizes["round_trips"])
+            for s in subjects
+        },
+        sizes["rounds"],
     )
 
-    print("(b) ping-pong round trips", flush=True)
-    results["b_round_trip"] = {
-        s.name: measure(
-            s.name, lambda s=s: workloads.ping_pong_latency(s.spec, sizes["round_trips"])
-        )
-        for s in subjects
-    }
-
-    print("(c) group fan-out, one process", flush=True)
+    print(f"(c) group fan-out, one process, median of {sizes['rounds']} rounds", flush=True)
     results["c_fan_out"] = per_group_size(
-        subjects, sizes["fan_out_sizes"], sizes["deliveries"], workloads.fan_out
+        "c_fan_out",
+        subjects,
+        sizes["fan_out_sizes"],
+        sizes["deliveries"],
+        workloads.fan_out,
+        sizes["rounds"],
     )
-    print("(d) fan-out across 4 OS processes", flush=True)
+    print("(d) fan-out across 4 OS processes (one round: no target depends on it)", flush=True)
     results["d_fan_out_processes"] = per_group_size(
-        subjects, sizes["process_sizes"], sizes["deliveries"], processes.fan_out_across_processes
+        "d_fan_out_processes",
+        subjects,
+        sizes["process_sizes"],
+        sizes["deliveries"],
+        processes.fan_out_across_processes,
+        1,
     )
 
-    print("(e) ask round trips", flush=True)
+    print(f"(e) ask round trips, median of {sizes['rounds']} rounds", flush=True)
     asks: dict[str, Any] = {}
     for mode, concurrency in (("sequential", 1), ("concurrent", sizes["concurrency"])):
-        rows = asks[mode] = {}
-        for s in subjects:
-            if s.ours:
-                rows[s.name] = measure(
-                    f"{mode} {s.name}",
-                    lambda s=s, c=concurrency: workloads.layer_ask_rate(s.spec, sizes["asks"], c),
-                )
+        ask_cases: dict[str, Callable[[], Coroutine[Any, Any, Any]]] = {
+            s.name: lambda s=s, c=concurrency: workloads.layer_ask_rate(s.spec, sizes["asks"], c)
+            for s in subjects
+            if s.ours
+        }
 
         async def raw(concurrency: int = concurrency) -> float:
             ask_once, close = await anchors.nats_request_reply(nats_url)
@@ -135,7 +149,9 @@ def run(
             finally:
                 await close()
 
-        rows[report.RAW_NATS_REQUEST] = measure(f"{mode} {report.RAW_NATS_REQUEST}", raw)
+        ask_cases[report.RAW_NATS_REQUEST] = raw
+        print(f"  {mode}", flush=True)
+        asks[mode] = interleaved_rounds(f"e_ask_{mode}", ask_cases, sizes["rounds"])
     results["e_ask"] = asks
 
     print("(f) memory", flush=True)
@@ -152,23 +168,67 @@ def run(
                 sizes["churn_seconds"] / (3 if slow else 1),
             ),
         )
-    return drop_failures(results)
+    cleaned = drop_failures(results)
+    cleaned["samples"] = dict(SAMPLES)
+    SAMPLES.clear()
+    return cleaned
+
+
+def interleaved_rounds(
+    label: str, cases: dict[str, Callable[[], Coroutine[Any, Any, Any]]], rounds: int
+) -> dict[str, Any]:
+    """Each case's median over ``rounds`` rounds, measuring every case once per round.
+
+    Round after round, so that a slow spell of this shared machine hits all cases alike. A
+    case that has already taken more than ``ROUND_BUDGET_SECONDS`` (channels_redis core: 20 s
+    a run) is not repeated; a failed case is not retried and its error is kept instead. Results
+    that are dicts (latency percentiles) get a median per key; every sample is kept
+    in ``SAMPLES[label]``.
+    """
+    samples: dict[str, list[Any]] = {name: [] for name in cases}
+    spent = dict.fromkeys(cases, 0.0)
+    combined: dict[str, Any] = {}
+    for round_number in range(rounds):
+        for name, work in cases.items():
+            if name in combined or (round_number and spent[name] > ROUND_BUDGET_SECONDS):
+                continue
+            started = time.perf_counter()
+            value = measure(f"{name} [{round_number + 1}/{rounds}]", work)
+            spent[name] += time.perf_counter() - started
+            if isinstance(value, dict) and "error" in value:
+                combined[name] = value  # failed: keep the error, stop measuring it
+            else:
+                samples[name].append(value)
+    for name, values in samples.items():
+        if name not in combined:
+            combined[name] = median_of(values)
+            print(f"  {name}: {summarize(combined[name])} (median of {len(values)})", flush=True)
+    SAMPLES[label] = samples
+    return combined
+
+
+def median_of(values: list[Any]) -> Any:
+    if isinstance(values[0], dict):
+        return {key: statistics.median(value[key] for value in values) for key in values[0]}
+    return statistics.median(values)
 
 
 def per_group_size(
+    label: str,
     subjects: list[Subject],
     group_sizes: list[int],
     deliveries: int,
     workload: Callable[[Any, int, int], Coroutine[Any, Any, Any]],
+    rounds: int,
 ) -> dict[str, dict[str, Any]]:
-    """``{subject: {members: result}}`` of a fan-out workload."""
-    return {
-        s.name: {
-            str(n): measure(f"{s.name} × {n}", lambda s=s, n=n: workload(s.spec, n, deliveries))
-            for n in group_sizes
-        }
+    """``{subject: {members: result}}`` of a fan-out workload, medians of interleaved rounds."""
+    cases: dict[str, Callable[[], Coroutine[Any, Any, Any]]] = {
+        f"{s.name} × {n}": lambda s=s, n=n: workload(s.spec, n, deliveries)
         for s in subjects
+        for n in group_sizes
     }
+    medians = interleaved_rounds(label, cases, rounds)
+    return {s.name: {str(n): medians[f"{s.name} × {n}"] for n in group_sizes} for s in subjects}
 
 
 def drop_failures(results: dict[str, Any]) -> dict[str, Any]:

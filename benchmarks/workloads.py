@@ -36,22 +36,31 @@ async def _connect(sender: Any, receiver: Any) -> str:
 # -- (a) throughput ----------------------------------------------------------------------------
 
 
-async def send_receive_rate(spec: LayerSpec, count: int, same_instance: bool = False) -> float:
-    """Messages/s: one producer loop of ``await send()``, one consumer task, ``count`` messages."""
+async def send_receive_rate(
+    spec: LayerSpec, count: int, same_instance: bool = False, channels: int = 1
+) -> float:
+    """Messages/s: one producer loop of ``await send()``, one consumer task per channel.
+
+    With ``channels`` > 1 the producer sends to each channel in turn, so no two consecutive
+    messages share a broker subject: channels_neffos cannot coalesce them into frames, and the
+    rate shows the cost of one broker message per message.
+    """
     receiver = spec.build()
     sender = receiver if same_instance else spec.build()
-    channel = await _connect(sender, receiver)
+    targets = [await _connect(sender, receiver) for _ in range(channels)]
+    per_channel = count // channels
 
-    async def consume() -> None:
-        for _ in range(count):
+    async def consume(channel: str) -> None:
+        for _ in range(per_channel):
             await receiver.receive(channel)
 
-    consumer = asyncio.ensure_future(consume())
+    consumers = [asyncio.ensure_future(consume(channel)) for channel in targets]
     started = time.perf_counter()
-    for _ in range(count):
-        await sender.send(channel, MESSAGE)
-    await asyncio.wait_for(consumer, 300)
-    rate = count / (time.perf_counter() - started)
+    for _ in range(per_channel):
+        for channel in targets:
+            await sender.send(channel, MESSAGE)
+    await asyncio.wait_for(asyncio.gather(*consumers), 300)
+    rate = per_channel * channels / (time.perf_counter() - started)
     await _close(sender, receiver)
     return rate
 

@@ -11,6 +11,7 @@ from .exceptions import (
     BrokerUnavailable,
     ChannelFull,
     ChannelsNeffosError,
+    LayerClosed,
     MessageTooLarge,
     NoResponders,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "BrokerUnavailable",
     "ChannelFull",
     "ChannelsNeffosError",
+    "LayerClosed",
     "MessageTooLarge",
     "MultiChannelLayer",
     "NatsChannelLayer",

@@ -51,7 +51,7 @@ ASK_KEY = "__neffos_ask__"
 #: Keys a message may not carry: Channels reserves the first, this package the second.
 RESERVED_KEYS = ("__asgi_channel__", ASK_KEY)
 DEFAULT_ASK_TIMEOUT = 5.0
-_OWNER_CACHE_SIZE = 10_000
+_NAME_CACHE_SIZE = 10_000
 #: After a failed connect, calls in the same event loop fail at once for this many seconds.
 RETRY_CONNECT_AFTER = 1.0
 
@@ -107,6 +107,7 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
         self.sweep_interval = min(self.expiry, 30.0)
         self._processes: dict[asyncio.AbstractEventLoop, LayerProcess] = {}
         self._owners: dict[str, str] = {}  # see _owner_of
+        self._valid_groups: set[str] = set()  # group names already validated (bounded)
         #: Chooses the pid of this layer's process on the running loop; MultiChannelLayer sets
         #: it so that all its children share one pid (and so one channel name) per loop.
         self.pid_source: Callable[[], str] | None = None
@@ -205,19 +206,23 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
         owner = self._owners.get(channel)
         if owner is None:
             owner = self._owner_of(channel)
-        self._require_valid_message(message)
+        if type(message) is not dict or "__asgi_channel__" in message or ASK_KEY in message:
+            self._require_valid_message(message)  # raises, or accepts a dict subclass
         body = envelope.pack_body(message)
         process = self._processes.get(asyncio.get_running_loop())
         if process is None or not process.started:
             process = await self._process()
-        process.check_size(body)
+        if len(body) > process.max_body:
+            process.check_size(body)
         if not owner:
             await process.send_to_worker_channel(channel, body)
         elif owner == process.pid:
             process.deliver(channel, body, raise_full=True)
         else:
-            message_envelope = (envelope.CHANNEL, process.pid, channel, body)
-            await process.publish(process.channel_subject(owner, channel), message_envelope)
+            subject, header = process.channel_route(owner, channel)
+            payload = envelope.with_body(header, body)
+            if not process.outbox.collect(subject, payload):  # the common case: no await
+                await process.outbox.publish(subject, payload)
 
     def _owner_of(self, channel: str) -> str:
         """The pid that owns a process channel, ``""`` for a worker channel (validated, cached).
@@ -227,7 +232,7 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
         """
         self.require_valid_channel_name(channel)
         owner = self._require_process_channel_pid(channel) if "!" in channel else ""
-        if len(self._owners) >= _OWNER_CACHE_SIZE:
+        if len(self._owners) >= _NAME_CACHE_SIZE:
             self._owners.clear()
         self._owners[channel] = owner
         return owner
@@ -238,7 +243,8 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
         if process is not None and process.listening and "!" in channel:
             mailbox = process.mailboxes.get(channel)
             if mailbox is not None:  # the hot path: a channel of ours, already checked
-                return envelope.unpack_body(await mailbox.get())
+                body = mailbox.get_nowait()
+                return envelope.unpack_body(body if body is not None else await mailbox.get())
         self.require_valid_channel_name(channel)
         process = await self._process()
         if "!" in channel:
@@ -329,18 +335,29 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
         ``exclude`` (a channels_neffos extension) names one channel that must not receive the
         message — typically the sender's own — and is honoured by every process.
         """
-        self.require_valid_group_name(group)
-        self._require_valid_message(message)
+        if group not in self._valid_groups:  # validated once: apps send to few groups often
+            self.require_valid_group_name(group)
+            if len(self._valid_groups) >= _NAME_CACHE_SIZE:
+                self._valid_groups.clear()
+            self._valid_groups.add(group)
+        if type(message) is not dict or "__asgi_channel__" in message or ASK_KEY in message:
+            self._require_valid_message(message)
         if exclude is not None:
             self.require_valid_channel_name(exclude)
         body = envelope.pack_body(message)
         process = await self._process()
-        process.check_size(body)
+        if len(body) > process.max_body:
+            process.check_size(body)
         process.deliver_to_group(group, body, exclude)
-        message_envelope = envelope.Envelope(
-            envelope.GROUP, process.pid, group, body, None, None, exclude
-        )
-        await process.publish(process.group_subject(group), message_envelope)
+        subject, header = process.group_route(group)
+        if exclude is None:
+            payload = envelope.with_body(header, body)
+        else:
+            payload = envelope.encode(
+                envelope.Envelope(envelope.GROUP, process.pid, group, body, None, None, exclude)
+            )
+        if not process.outbox.collect(subject, payload):
+            await process.outbox.publish(subject, payload)
 
     # -- ask extension -------------------------------------------------------------------------
 
@@ -372,10 +389,10 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
             else:
                 request = envelope.Envelope(envelope.CHANNEL, process.pid, channel, body, reply_to)
                 subject = process.channel_subject(owner, channel)
-                if await process.publish_request(subject, request) == 0:
+                if await process.replies.publish_request(subject, request) == 0:
                     raise NoResponders(channel)
 
-        return await process.request(channel, timeout, send)  # type: ignore[no-any-return]
+        return await process.replies.request(channel, timeout, send)  # type: ignore[no-any-return]
 
     async def group_ask(
         self, group: str, message: dict[str, Any], timeout: float = DEFAULT_ASK_TIMEOUT
@@ -394,11 +411,11 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
             body = self._ask_body(process, message, reply_to)
             local_members = process.deliver_to_group(group, body)
             request = envelope.Envelope(envelope.GROUP, process.pid, group, body, reply_to)
-            receivers = await process.publish_request(process.group_subject(group), request)
+            receivers = await process.replies.publish_request(process.group_subject(group), request)
             if receivers == 0 and local_members == 0:
                 raise NoResponders(group)
 
-        return await process.request(group, timeout, send)  # type: ignore[no-any-return]
+        return await process.replies.request(group, timeout, send)  # type: ignore[no-any-return]
 
     def _ask_body(self, process: LayerProcess, message: dict[str, Any], reply_to: str) -> bytes:
         body = envelope.pack_body({**message, ASK_KEY: [reply_to, process.pid]})
@@ -421,7 +438,7 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
         body = envelope.pack_reply(kind, value)
         process = await self._process()
         process.check_size(body)
-        await process.send_reply(reply_to, asker_pid, body)
+        await process.replies.send_reply(reply_to, asker_pid, body)
 
     @staticmethod
     def ask_info(request: Any) -> tuple[str, str]:

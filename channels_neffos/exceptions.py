@@ -14,6 +14,7 @@ __all__ = [
     "BrokerUnavailable",
     "ChannelFull",
     "ChannelsNeffosError",
+    "LayerClosed",
     "MessageTooLarge",
     "NoResponders",
 ]
@@ -76,3 +77,15 @@ class AskError(ChannelsNeffosError):
     def __init__(self, text: str) -> None:
         self.text = text
         super().__init__(text)
+
+
+class LayerClosed(ChannelsNeffosError, RuntimeError):
+    """``close()`` ended this event loop's connection while a ``receive()`` or an ask waited."""
+
+    def __init__(self, waiting_for: str) -> None:
+        self.waiting_for = waiting_for
+        super().__init__(
+            f"the channel layer was closed while waiting for {waiting_for!r}. Channels made "
+            f"before close() are gone; if you keep using the layer, make new ones with "
+            f"new_channel() (and join groups again)"
+        )

@@ -13,14 +13,16 @@ from .engine import NeffosChannelLayer
 from .transports.base import Transport, TransportEvents
 from .transports.nats import NatsTransport
 from .transports.redis import RedisTransport
+from .transports.redis_sharded import ShardedRedisTransport
 
 
 class RedisChannelLayer(NeffosChannelLayer):
     """Channel layer on Redis pub/sub (one PSUBSCRIBE pattern per process) and lists.
 
-    ``hosts``: a list with one Redis address — a ``redis://``, ``rediss://`` or ``unix://`` URL,
+    ``hosts``: a list of Redis addresses — each a ``redis://``, ``rediss://`` or ``unix://`` URL,
     or a dict of redis-py connection keyword arguments (``{"address": url, ...}`` or
-    ``{"host": ..., "port": ..., "password": ...}``).
+    ``{"host": ..., "port": ..., "password": ...}``). Several servers share the load: every
+    subject lives on one of them (see :mod:`channels_neffos.transports.redis_sharded`).
     """
 
     broker_name = "Redis"
@@ -38,16 +40,14 @@ class RedisChannelLayer(NeffosChannelLayer):
         for host in hosts:
             if not isinstance(host, (str, dict)):
                 raise TypeError(f"each entry of hosts must be a URL string or a dict, got {host!r}")
-        if len(hosts) > 1:
-            raise TypeError(
-                "RedisChannelLayer uses one Redis server (or one Redis Cluster endpoint) per "
-                "prefix; sharding across several servers is not supported yet. To spread load, "
-                "give each application (or namespace group) its own layer with its own server."
-            )
         self.hosts = list(hosts)
 
     def make_transport(self, events: TransportEvents) -> Transport:
-        return RedisTransport(self.hosts[0], self.prefix, events)
+        if len(self.hosts) == 1:
+            return RedisTransport(self.hosts[0], self.prefix, events)
+        return ShardedRedisTransport(
+            [RedisTransport(host, self.prefix, events) for host in self.hosts]
+        )
 
 
 class NatsChannelLayer(NeffosChannelLayer):

@@ -48,8 +48,22 @@ class Mailbox:
             if len(self._items) >= self.capacity:
                 return False
         self._items.append((expires_at, body))
-        self._wake_one()
+        if self._waiters:
+            self._wake_one()
         return True
+
+    def get_nowait(self) -> bytes | None:
+        """The next unexpired message if one is waiting and no receiver is ahead, else ``None``."""
+        items = self._items
+        if not items or self._waiters:
+            return None
+        now = self.last_active = monotonic()
+        while items:
+            expires_at, body = items.popleft()
+            if expires_at >= now:
+                return body
+            self._on_expired(self.name, 1)
+        return None
 
     async def get(self) -> bytes:
         while True:
@@ -92,6 +106,13 @@ class Mailbox:
         if dropped:
             self._on_expired(self.name, dropped)
         return len(items)
+
+    def fail_waiters(self, error: BaseException) -> None:
+        """Wake every waiting receiver with ``error`` (the layer is closing)."""
+        waiters, self._waiters = self._waiters, deque()
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_exception(error)
 
     def clear(self) -> None:
         self._items.clear()

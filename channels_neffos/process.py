@@ -17,10 +17,13 @@ Routing (``P`` = prefix, ``pid`` = this process):
 * ``group_add``/``group_discard`` for a channel owned by another process are forwarded to the
   owner as a request and return once the owner confirmed, so a ``group_send`` issued right after
   reaches the channel.
+* Every publish goes through the process's :class:`~channels_neffos.outbox.Outbox`, which sends
+  a burst to one subject as one frame; asks and their replies are :mod:`channels_neffos.replies`.
 
 Delivery is at-most-once. Order is FIFO per sender and channel; a message sent to a channel and a
 ``group_send`` reaching the same channel travel on different subjects, so their relative order
-holds locally and on Redis (one pub/sub connection) but not necessarily on NATS.
+holds locally and on a single Redis server (one pub/sub connection) but not necessarily on NATS
+or across sharded Redis servers.
 """
 
 from __future__ import annotations
@@ -30,16 +33,18 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from time import monotonic
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from channels.exceptions import ChannelFull
 
 from . import envelope
-from .envelope import CHANNEL, CONTROL, REPLY, Envelope
-from .exceptions import AskError, AskTimeout, BrokerUnavailable, MessageTooLarge, NoResponders
+from .envelope import CHANNEL, CONTROL, GROUP, REPLY, Envelope
+from .exceptions import BrokerUnavailable, LayerClosed, MessageTooLarge, NoResponders
 from .mailbox import Mailbox
+from .outbox import Outbox
+from .replies import Replies
 
 if TYPE_CHECKING:
     from .engine import NeffosChannelLayer
@@ -54,6 +59,8 @@ CONTROL_TIMEOUT = 5.0
 
 
 _PID_RE = re.compile(r"[0-9a-f]{12}")
+#: How many channel and group routes a process remembers (see channel_route).
+_ROUTE_CACHE_SIZE = 10_000
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:
@@ -78,18 +85,20 @@ class LayerProcess:
         self.pid = pid or secrets.token_hex(6)
         self.prefix = layer.prefix
         self.transport = layer.make_transport(self)
+        self.outbox = Outbox(self.transport, self._publish_lost)
         self.mailboxes: dict[str, Mailbox] = {}
         #: group -> {local channel -> membership deadline (monotonic)}
         self.groups: dict[str, dict[str, float]] = {}
         #: group -> subscription in progress or done; awaited by every concurrent group_add
         self._group_subscriptions: dict[str, asyncio.Future[None]] = {}
-        self._replies: dict[str, asyncio.Future[Envelope]] = {}
+        self.replies = Replies(self)
         self._fetchers: dict[str, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._listening: asyncio.Future[None] | None = None
         #: The wildcard subscription is in place (checked on every receive: a plain bool).
         self.listening = False
-        self._subjects: dict[tuple[str, str], str] = {}
+        self._routes: dict[str, tuple[str, bytes]] = {}
+        self._group_routes: dict[str, tuple[str, bytes]] = {}
         self._last_sweep = monotonic()
         self.drop = layer.drop_log
         self.started = False
@@ -112,9 +121,10 @@ class LayerProcess:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for future in self._replies.values():
-            if not future.done():
-                future.cancel()
+        self.replies.fail_all()
+        for channel, mailbox in self.mailboxes.items():
+            mailbox.fail_waiters(LayerClosed(channel))
+        await self.outbox.close()
         await self.transport.close()
 
     async def listen(self) -> None:
@@ -147,23 +157,41 @@ class LayerProcess:
         self.drop(reason, where)
 
     def no_responders(self, reply_subject: str) -> None:
-        future = self._replies.get(reply_subject)
-        if future is not None and not future.done():
-            future.set_exception(NoResponders(reply_subject))
+        self.replies.no_responders(reply_subject)
 
     # -- subjects ------------------------------------------------------------------------------
 
+    def channel_route(self, pid: str, channel: str) -> tuple[str, bytes]:
+        """The subject of ``channel`` (owned by ``pid``) and the envelope header for plain sends
+        to it from this process. Remembered: building (and escaping) a subject and encoding a
+        header cost more than the rest of a send."""
+        route = self._routes.get(channel)
+        if route is None:
+            subject = self.transport.subject(self.prefix, pid, "c", channel)
+            route = self._remember(self._routes, CHANNEL, channel, subject)
+        return route
+
     def channel_subject(self, pid: str, channel: str) -> str:
-        key = (pid, channel)
-        subject = self._subjects.get(key)
-        if subject is None:  # remembered: building (and escaping) a subject costs more than a send
-            if len(self._subjects) >= 10_000:
-                self._subjects.clear()
-            subject = self._subjects[key] = self.transport.subject(self.prefix, pid, "c", channel)
-        return subject
+        return self.channel_route(pid, channel)[0]
+
+    def group_route(self, group: str) -> tuple[str, bytes]:
+        """The subject of ``group`` and the header for group sends to it (remembered)."""
+        route = self._group_routes.get(group)
+        if route is None:
+            subject = self.transport.subject(self.prefix, "g", group)
+            route = self._remember(self._group_routes, GROUP, group, subject)
+        return route
+
+    def _remember(
+        self, routes: dict[str, tuple[str, bytes]], kind: int, target: str, subject: str
+    ) -> tuple[str, bytes]:
+        if len(routes) >= _ROUTE_CACHE_SIZE:
+            routes.clear()  # bounded by starting afresh
+        route = routes[target] = (subject, envelope.header(kind, self.pid, target))
+        return route
 
     def group_subject(self, group: str) -> str:
-        return self.transport.subject(self.prefix, "g", group)
+        return self.group_route(group)[0]
 
     def queue_name(self, channel: str) -> str:
         return self.transport.subject(self.prefix, "q", channel)
@@ -218,11 +246,11 @@ class LayerProcess:
                 self.layer.broker_name,
             )
 
-    async def publish(self, subject: str, message: Envelope | tuple[int, str, str, bytes]) -> None:
-        try:
-            await self.transport.publish(subject, envelope.encode(message))
-        except ConnectionError:
-            self.drop("broker_down", f"{subject} ({self.transport.url})")
+    async def publish(self, subject: str, message: Envelope) -> None:
+        await self.outbox.publish(subject, envelope.encode(message))
+
+    def _publish_lost(self, subject: str, count: int) -> None:
+        self.drop("broker_down", f"{subject} ({self.transport.url})", count)
 
     async def send_to_worker_channel(
         self, channel: str, body: bytes, reply_to: str | None = None
@@ -244,105 +272,47 @@ class LayerProcess:
 
     # -- receiving from the broker -------------------------------------------------------------
 
-    def _decode(self, payload: bytes) -> Envelope | None:
+    def _decode(self, payload: bytes) -> list[Envelope]:
         try:
-            return envelope.decode(payload)
+            return envelope.decode_frame(payload)
         except ValueError as exc:
             self.drop("garbage", str(exc))
-            return None
+            return []
 
     def _on_process_message(self, payload: bytes) -> None:
-        message = self._decode(payload)
-        if message is None:
-            return
-        kind = message.kind
-        if kind == CHANNEL:
-            if message.reply_to is None:
-                self.deliver(message.target, message.body, raise_full=False)
-            elif message.target not in self.mailboxes:  # an ask for a channel that is gone
-                self._refuse_request(message, envelope.REPLY_NO_SUCH_CHANNEL, message.target)
-            elif not self.deliver(message.target, message.body, raise_full=False):
-                self._refuse_request(message, envelope.REPLY_ERROR, f"{message.target} is full")
-        elif kind == REPLY:
-            self._resolve_reply(message)
-        elif kind == CONTROL:
-            self._apply_control(message)
+        expires_at = monotonic() + self.layer.expiry
+        mailboxes = self.mailboxes
+        for message in self._decode(payload):
+            kind = message.kind
+            target = message.target
+            if kind == CHANNEL:
+                if message.reply_to is None:
+                    mailbox = mailboxes.get(target) or self.mailbox(target)
+                    if not mailbox.put(message.body, expires_at):
+                        self.drop("channel_full", target)
+                elif target not in mailboxes:  # an ask for a channel that is gone
+                    self.replies.refuse(message, envelope.REPLY_NO_SUCH_CHANNEL, target)
+                elif not self.deliver(target, message.body, raise_full=False):
+                    self.replies.refuse(message, envelope.REPLY_ERROR, f"{target} is full")
+            elif kind == REPLY:
+                self.replies.resolve(message)
+            elif kind == CONTROL:
+                self._apply_control(message)
         self.maybe_sweep()
 
     def _on_group_message(self, payload: bytes) -> None:
-        message = self._decode(payload)
-        if message is not None and message.origin_pid != self.pid:
-            self.deliver_to_group(message.target, message.body, message.exclude)
-            self.maybe_sweep()
+        for message in self._decode(payload):
+            if message.origin_pid != self.pid:
+                self.deliver_to_group(message.target, message.body, message.exclude)
+        self.maybe_sweep()
 
-    # -- requests and replies (asks, remote group membership) ----------------------------------
-
-    async def request(
-        self, target: str, timeout: float, send: Callable[[str], Awaitable[None]]
-    ) -> Any:
-        """Open a reply address, let ``send(reply_to)`` deliver the request, await the answer.
-
-        Returns the reply's value; raises ``AskError`` for an error reply, ``NoResponders`` when
-        the broker or the target's owner says nothing holds the target, ``AskTimeout`` when no
-        answer comes in time. A reply arriving after that finds no slot and is dropped.
-        """
-        await self.listen()
-        reply_to = self.transport.subject(self.prefix, self.pid, "r", secrets.token_hex(8))
-        future: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
-        self._replies[reply_to] = future
-        try:
-            await send(reply_to)
-            try:
-                answer = await asyncio.wait_for(future, timeout)
-            except asyncio.TimeoutError:
-                raise AskTimeout(target, timeout) from None
-        finally:
-            del self._replies[reply_to]
-        try:
-            kind, value = envelope.unpack_reply(answer.body)
-        except ValueError as exc:
-            raise AskError(f"unreadable reply from {target!r}: {exc}") from exc
-        if kind == envelope.REPLY_NO_SUCH_CHANNEL:
-            raise NoResponders(target)
-        if kind == envelope.REPLY_ERROR:
-            raise AskError(str(value))
-        return value
-
-    async def publish_request(self, subject: str, message: Envelope) -> int | None:
-        """Publish an envelope that carries ``reply_to``; the broker's receiver count if known."""
-        if message.reply_to is None:
-            raise ValueError("a request needs a reply_to address")
-        try:
-            return await self.transport.publish_request(
-                subject, envelope.encode(message), message.reply_to
-            )
-        except ConnectionError as exc:
-            raise BrokerUnavailable(self.transport.url, exc) from exc
-
-    async def send_reply(self, reply_to: str, asker_pid: str, body: bytes) -> None:
-        answer = Envelope(REPLY, self.pid, reply_to, body)
-        if asker_pid == self.pid:
-            self._resolve_reply(answer)  # asked from this very process: no broker needed
-        else:
-            await self.publish(reply_to, answer)
-
-    def _resolve_reply(self, answer: Envelope) -> None:
-        future = self._replies.get(answer.target)
-        if future is None or future.done():
-            self.layer.counters["late_replies"] += 1  # after a timeout, or a second reply
-        else:
-            future.set_result(answer)
-
-    def _refuse_request(self, request: Envelope, kind: str, value: Any) -> None:
-        if request.reply_to is not None:
-            body = envelope.pack_reply(kind, value)
-            self._spawn(self.send_reply(request.reply_to, request.origin_pid, body))
+    # -- remote group membership ---------------------------------------------------------------
 
     def _apply_control(self, request: Envelope) -> None:
         operation = envelope.unpack_body(request.body)
         channel, group = request.target, operation.get("group", "")
         if channel not in self.mailboxes:
-            self._refuse_request(request, envelope.REPLY_NO_SUCH_CHANNEL, channel)
+            self.replies.refuse(request, envelope.REPLY_NO_SUCH_CHANNEL, channel)
             return
         if operation.get("op") == "group_add":
             done: Awaitable[None] = self.group_add_local(group, channel)
@@ -353,11 +323,11 @@ class LayerProcess:
             await done
             if request.reply_to is not None:
                 body = envelope.pack_reply(envelope.REPLY_OK, True)
-                await self.send_reply(request.reply_to, request.origin_pid, body)
+                await self.replies.send_reply(request.reply_to, request.origin_pid, body)
 
-        self._spawn(apply_then_reply())
+        self.spawn(apply_then_reply())
 
-    def _spawn(self, work: Awaitable[None]) -> None:
+    def spawn(self, work: Awaitable[None]) -> None:
         """Run ``work`` in the background; close() cancels and awaits it."""
         task = asyncio.ensure_future(work)
         self._background.add(task)
@@ -372,11 +342,11 @@ class LayerProcess:
 
         async def send(reply_to: str) -> None:
             request = Envelope(CONTROL, self.pid, channel, body, reply_to)
-            if await self.publish_request(self.channel_subject(pid, channel), request) == 0:
+            if await self.replies.publish_request(self.channel_subject(pid, channel), request) == 0:
                 raise NoResponders(channel)
 
         try:
-            await self.request(channel, CONTROL_TIMEOUT, send)
+            await self.replies.request(channel, CONTROL_TIMEOUT, send)
         except NoResponders:
             pass  # the owner, or the channel, is gone: there is no membership to change
 
@@ -412,7 +382,7 @@ class LayerProcess:
         del self.groups[group]
         if group in self._group_subscriptions:
             # Unsubscribe later, outside whatever synchronous path noticed the emptiness.
-            self._spawn(self._unsubscribe_if_empty(group))
+            self.spawn(self._unsubscribe_if_empty(group))
         return True
 
     async def _unsubscribe_if_empty(self, group: str) -> None:
@@ -452,8 +422,10 @@ class LayerProcess:
                 continue
             if payload is None:
                 continue
-            message = self._decode(payload)
-            if message is None:
+            try:
+                message = envelope.decode(payload)
+            except ValueError as exc:
+                self.drop("garbage", str(exc))
                 continue
             age = time.time() - (message.sent_at or time.time())
             remaining = self.layer.expiry - age

@@ -15,6 +15,16 @@ def redis_spec(redis_server: BrokerProcess) -> LayerSpec:
 
 
 @pytest.fixture
+def sharded_redis_spec(
+    redis_server: BrokerProcess, second_redis_server: BrokerProcess
+) -> LayerSpec:
+    return LayerSpec(
+        "channels_neffos.RedisChannelLayer",
+        {"hosts": [redis_server.url, second_redis_server.url], "prefix": unique_prefix()},
+    )
+
+
+@pytest.fixture
 def nats_spec(nats_server: BrokerProcess) -> LayerSpec:
     return LayerSpec(
         "channels_neffos.NatsChannelLayer",

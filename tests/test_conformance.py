@@ -21,6 +21,16 @@ class TestRedisChannelLayer(NeffosLayerConformance):
     test_no_responders_for_an_unread_worker_channel = None
 
 
+class TestShardedRedisChannelLayer(NeffosLayerConformance):
+    """One application over two Redis servers: every guarantee of a single server holds."""
+
+    @pytest.fixture
+    def layer_spec(self, sharded_redis_spec: LayerSpec) -> LayerSpec:
+        return sharded_redis_spec
+
+    test_no_responders_for_an_unread_worker_channel = None  # as on one server
+
+
 class TestNatsChannelLayer(NeffosLayerConformance):
     @pytest.fixture
     def layer_spec(self, nats_spec: LayerSpec) -> LayerSpec:

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from channels_neffos import envelope
+from channels_neffos import LayerClosed, envelope
 from channels_neffos.testing.conformance import LayerSpec
 
 
@@ -45,6 +45,10 @@ async def test_remote_messages_to_a_full_channel_are_dropped_and_counted(spec: L
     for n in range(8):
         await sender.send(channel, {"type": "n", "n": n})
     await sender.send(channel, {"type": "n", "n": 99})
+    for _ in range(500):  # let everything arrive before anyone receives
+        if receiver.counters["channel_full"] >= 4:
+            break
+        await asyncio.sleep(0.01)
     got = []
     while len(got) < 5:
         got.append((await asyncio.wait_for(receiver.receive(channel), 5))["n"])
@@ -80,3 +84,22 @@ async def test_send_to_process_channel_not_made_by_new_channel(spec: LayerSpec) 
     layer = spec.build()
     with pytest.raises(ValueError, match="new_channel"):
         await layer.send("specific.inmemory!abc", {"type": "x"})
+
+
+@pytest.mark.asyncio
+async def test_close_wakes_waiting_receives_and_asks_with_layer_closed(spec: LayerSpec) -> None:
+    layer, other = spec.build(), spec.build()
+    channel = await layer.new_channel()
+    silent = await other.new_channel()  # exists, but nobody answers asks on it
+    receiving = asyncio.ensure_future(layer.receive(channel))
+    asking = asyncio.ensure_future(layer.ask(silent, {"type": "q"}, timeout=30))
+    await asyncio.sleep(0.2)
+    await layer.close()
+    with pytest.raises(LayerClosed, match=channel):
+        await asyncio.wait_for(receiving, 5)
+    with pytest.raises(LayerClosed, match=silent):
+        await asyncio.wait_for(asking, 5)
+    # The layer itself stays usable: the next call connects afresh.
+    fresh = await layer.new_channel()
+    await other.send(fresh, {"type": "after"})
+    assert (await asyncio.wait_for(layer.receive(fresh), 5))["type"] == "after"

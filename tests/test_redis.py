@@ -8,7 +8,19 @@ import pytest
 import redis.asyncio as redis_asyncio
 
 from channels_neffos import BrokerUnavailable, RedisChannelLayer
-from channels_neffos.testing.brokers import BrokerProcess, free_port
+from channels_neffos.testing.brokers import BrokerProcess, RedisServer, free_port
+from channels_neffos.transports.redis import RedisTransport
+from channels_neffos.transports.redis_sharded import ShardedRedisTransport, shard_key
+
+
+class NoEvents:
+    def connection_lost(self, reason: BaseException | None) -> None: ...
+
+    def connection_restored(self) -> None: ...
+
+    def no_responders(self, reply_subject: str) -> None: ...
+
+    def dropped(self, reason: str, where: str) -> None: ...
 
 
 @pytest.mark.asyncio
@@ -74,9 +86,108 @@ def test_hosts_must_be_a_list() -> None:
         RedisChannelLayer(hosts="redis://localhost:6379")  # type: ignore[arg-type]
 
 
-def test_several_hosts_are_refused_with_advice() -> None:
-    with pytest.raises(TypeError, match="sharding across several servers is not supported"):
-        RedisChannelLayer(hosts=["redis://a:6379", "redis://b:6379"])
+# -- several servers -------------------------------------------------------------------------
+
+
+def test_a_process_pattern_and_its_subjects_share_a_server() -> None:
+    shards = ShardedRedisTransport(
+        [RedisTransport(f"redis://127.0.0.1:{n}", "app", NoEvents()) for n in (1, 2, 3)]
+    )
+    pid = "0123456789ab"
+    home = shards.shard(f"app:{pid}:*")
+    assert shards.shard(f"app:{pid}:c:specific.{pid}!x") is home
+    assert shards.shard(f"app:{pid}:r:feed") is home
+    assert shard_key("app:g:room") == "room"
+    assert shard_key("app:q:work.queue") == "work.queue"
+    assert len({id(shards.shard(f"app:g:group{n}")) for n in range(30)}) == 3
+
+
+def home(layer: RedisChannelLayer, prefix: str) -> RedisTransport:
+    """The server that holds this layer's process pattern (in the running loop)."""
+    process = layer._processes[asyncio.get_running_loop()]
+    transport = process.transport
+    assert isinstance(transport, ShardedRedisTransport)
+    return transport.shard(f"{prefix}:{process.pid}:*")
+
+
+async def layers_on_both_servers(hosts: list[str], prefix: str) -> list[RedisChannelLayer]:
+    """Layers (one process each) until both servers hold at least one process pattern."""
+    layers: list[RedisChannelLayer] = []
+    homes: set[str] = set()
+    while len(homes) < 2 or len(layers) < 4:
+        layer = RedisChannelLayer(hosts=hosts, prefix=prefix)
+        await layer.new_channel()
+        homes.add(home(layer, prefix).url)  # the url: every layer has its own transport objects
+        layers.append(layer)
+        assert len(layers) < 40, "crc32 put every process on one server"
+    return layers
+
+
+@pytest.mark.asyncio
+async def test_several_servers_share_processes_and_groups() -> None:
+    with RedisServer() as first, RedisServer() as second:  # private: NUMPAT counts everyone
+        await check_sharing([first, second])
+
+
+async def check_sharing(servers: list[BrokerProcess]) -> None:
+    layers = await layers_on_both_servers([s.url for s in servers], "shared")
+    channels = [await layer.new_channel() for layer in layers]
+    for sender in layers:  # every process reaches every other, whichever server it lives on
+        for channel in channels:
+            await sender.send(channel, {"type": "hello"})
+    for layer, channel in zip(layers, channels, strict=True):
+        for _ in layers:
+            assert (await asyncio.wait_for(layer.receive(channel), 5))["type"] == "hello"
+    groups = [f"room{n}" for n in range(10)]
+    for layer, channel in zip(layers, channels, strict=True):
+        for group in groups:
+            await layer.group_add(group, channel)
+    for group in groups:
+        await layers[0].group_send(group, {"type": "to", "group": group})
+    for layer, channel in zip(layers, channels, strict=True):
+        got = {(await asyncio.wait_for(layer.receive(channel), 5))["group"] for _ in groups}
+        assert got == set(groups)
+    patterns, group_subscriptions = [], []
+    for server in servers:
+        client = redis_asyncio.from_url(server.url)
+        try:
+            patterns.append(await client.execute_command("PUBSUB", "NUMPAT"))
+            group_subscriptions.append(
+                len(await client.execute_command("PUBSUB", "CHANNELS", "shared:g:*"))
+            )
+        finally:
+            await client.aclose()
+    assert sum(patterns) == len(layers) and min(patterns) >= 1, patterns
+    assert sum(group_subscriptions) == len(groups) and min(group_subscriptions) >= 1
+    for layer in layers:
+        await layer.close()
+
+
+@pytest.mark.asyncio
+async def test_one_server_down_leaves_the_others_working(
+    redis_server: BrokerProcess, fresh_redis_server: BrokerProcess
+) -> None:
+    hosts = [redis_server.url, fresh_redis_server.url]
+    layers = await layers_on_both_servers(hosts, "halfdown")
+    on_stable = [layer for layer in layers if home(layer, "halfdown").url == redis_server.url]
+    receiver = on_stable[0]
+    channel = await receiver.new_channel()
+    fresh_redis_server.kill()
+    await asyncio.sleep(0.3)
+    for sender in layers:
+        await sender.send(channel, {"type": "still here"})
+    for _ in layers:
+        assert (await asyncio.wait_for(receiver.receive(channel), 5))["type"] == "still here"
+
+
+@pytest.mark.asyncio
+async def test_an_unreachable_server_among_several_fails_startup_naming_it(
+    redis_server: BrokerProcess,
+) -> None:
+    down = f"redis://127.0.0.1:{free_port()}"
+    layer = RedisChannelLayer(hosts=[redis_server.url, down])
+    with pytest.raises(BrokerUnavailable, match=down.replace(".", r"\.")):
+        await layer.new_channel()
 
 
 @pytest.mark.asyncio

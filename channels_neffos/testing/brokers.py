@@ -156,7 +156,18 @@ class RedisServer(BrokerProcess):
 
 
 class NatsServer(BrokerProcess):
+    """``nats-server``; ``config`` is extra configuration text, e.g. ``max_payload: 8KB``."""
+
     scheme = "nats"
 
+    def __init__(self, port: int | None = None, config: str = "") -> None:
+        super().__init__(port)
+        self.config = config
+
     def command(self) -> list[str]:
-        return [find_nats_server(), "-a", "127.0.0.1", "-p", str(self.port)]
+        command = [find_nats_server(), "-a", "127.0.0.1", "-p", str(self.port)]
+        if self.config:
+            config_path = self.workdir / "nats.conf"
+            config_path.write_text(self.config)
+            command += ["-c", str(config_path)]
+        return command

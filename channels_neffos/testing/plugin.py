@@ -2,6 +2,7 @@
 
 * ``redis_server`` / ``nats_server`` — one private server per test session, shared by tests that
   isolate themselves with a unique ``prefix`` (see :func:`unique_prefix`).
+* ``second_redis_server`` — another session-wide Redis, for layers sharded over two servers.
 * ``fresh_redis_server`` / ``fresh_nats_server`` — one private server per test, for tests that
   kill and restart the broker.
 
@@ -20,6 +21,12 @@ from .brokers import BrokerProcess, NatsServer, RedisServer
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[BrokerProcess]:
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def second_redis_server() -> Iterator[BrokerProcess]:
     with RedisServer() as server:
         yield server
 

@@ -172,7 +172,7 @@ class AskCases:
         loop = asyncio.get_running_loop()
         for layer in getattr(asker, "children", [asker]):  # MultiChannelLayer: each child
             process = layer._processes.get(loop)
-            assert process is None or not process._replies, "a reply slot outlived its ask"
+            assert process is None or not process.replies.pending, "a reply slot outlived its ask"
 
     @pytest.mark.asyncio
     async def test_replying_twice_is_harmless(self, make_layer: Callable[..., Any]) -> None:
