@@ -64,10 +64,10 @@ def main() -> int:
         print(f"\nchannels_neffos chat demo — broker {broker}\n")
         print(f"  instance A: {urls[0]}")
         print(f"  instance B: {urls[1]}\n")
-        print(
-            "Open both, join the same room, chat: messages cross instances. Ctrl-C stops.",
-            flush=True,
-        )
+        native = urls[0].replace("http", "ws", 1) + "ws/native?room=lobby"
+        print("Open both, join the same room, chat: messages cross instances.")
+        print(f"Plain WebSocket clients (no neffos.js): {native}, and the same on B.")
+        print("Ctrl-C stops.", flush=True)
         if args.check:
             return 0
         signal.pause()

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
+from django.test import override_settings
 
 from channels_neffos.testing.brokers import BrokerProcess
 from channels_neffos.testing.conformance import LayerSpec, unique_prefix
@@ -50,3 +53,12 @@ def multi_spec(redis_server: BrokerProcess, nats_server: BrokerProcess) -> Layer
             ]
         },
     )
+
+
+@pytest.fixture(params=["redis", "nats"])
+def spec(request: pytest.FixtureRequest) -> Iterator[LayerSpec]:
+    """Each of our layers in turn, as Django's CHANNEL_LAYERS["default"] (for consumers)."""
+    spec: LayerSpec = request.getfixturevalue(f"{request.param}_spec")
+    layers = {"default": {"BACKEND": spec.backend, "CONFIG": spec.config}}
+    with override_settings(CHANNEL_LAYERS=layers):
+        yield spec

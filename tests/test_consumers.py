@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from channels.consumer import AsyncConsumer, SyncConsumer
 from channels.testing import ApplicationCommunicator
-from django.test import override_settings
 
 from channels_neffos.consumers import AskMixin, SyncAskMixin
 from channels_neffos.exceptions import AskError
@@ -44,14 +42,6 @@ class SyncResponder(SyncAskMixin, SyncConsumer):  # type: ignore[misc]
 
     def explode(self, message: dict[str, Any]) -> None:
         raise RuntimeError("kaput")
-
-
-@pytest.fixture(params=["redis", "nats"])
-def spec(request: pytest.FixtureRequest) -> Iterator[LayerSpec]:
-    spec: LayerSpec = request.getfixturevalue(f"{request.param}_spec")
-    layers = {"default": {"BACKEND": spec.backend, "CONFIG": spec.config}}
-    with override_settings(CHANNEL_LAYERS=layers):
-        yield spec
 
 
 @pytest.mark.asyncio

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
 from channels.testing import WebsocketCommunicator
-from django.test import override_settings
 
 from channels_neffos.exceptions import AskError
 from channels_neffos.namespaces import Message, Namespace, NeffosConsumer, Reject, event
@@ -52,15 +51,6 @@ class Consumer(NeffosConsumer):
     async def on_handshake(self) -> None:
         if b"deny" in self.scope.get("query_string", b""):
             raise Reject("go away")
-
-
-@pytest.fixture(params=["redis", "nats"])
-def spec(request: pytest.FixtureRequest) -> Iterator[LayerSpec]:
-    spec: LayerSpec = request.getfixturevalue(f"{request.param}_spec")
-    with override_settings(
-        CHANNEL_LAYERS={"default": {"BACKEND": spec.backend, "CONFIG": spec.config}}
-    ):
-        yield spec
 
 
 async def open_client(query: str = "") -> WebsocketCommunicator:

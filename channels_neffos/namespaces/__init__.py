@@ -1,17 +1,19 @@
 """neffos-style namespaces, rooms and events for Django Channels, for the ``neffos.js`` client.
 
 * :class:`Namespace`, :func:`event`, :class:`Reject` — declare what clients may connect to and do;
+  ``NATIVE_MESSAGE`` is the event of plain WebSocket frames (neffos' native messages);
 * :class:`NeffosConsumer` — the WebSocket consumer speaking the neffos protocol;
 * :mod:`.server` — broadcast, send to one connection, or ask a client, from anywhere;
 * :mod:`.protocol` — the wire format; :mod:`.groups` — how namespaces and rooms map to groups.
 """
 
 from .consumer import NeffosConsumer
-from .namespace import Namespace, Reject, event
+from .namespace import NATIVE_MESSAGE, Namespace, Reject, event
 from .protocol import Message, ProtocolError
 from .server import ask, ask_sync, broadcast, broadcast_sync, send_to, send_to_sync
 
 __all__ = [
+    "NATIVE_MESSAGE",
     "Message",
     "Namespace",
     "NeffosConsumer",

@@ -18,7 +18,14 @@ How it works:
   handler may await an answer from its own client (``self.ask``), and channel-layer messages
   (broadcasts from other connections) keep flowing while a handler runs.
 * A frame that is not a neffos message is answered with an ``invalid payload`` error frame and
-  otherwise ignored; the connection stays open.
+  otherwise ignored; the connection stays open. If a namespace accepts native messages (the empty
+  namespace with a ``NATIVE_MESSAGE`` handler), such a frame is a native message instead.
+* Native only (that namespace is the only one, with no other event): no neffos handshake, the
+  client is connected to the empty namespace as soon as the WebSocket opens, and every frame is a
+  native message. ``on_handshake`` runs before the WebSocket is accepted (``Reject`` refuses it
+  with HTTP 403); ``on_connect`` right after (``Reject`` closes it with code 1008). Such a client
+  cannot be asked; joining or leaving a room needs no answer from it, and disconnecting it from
+  its namespace closes the WebSocket.
 
 Compatible with neffos.js 0.1.34 and its quirks: ``nsConn.leaveAll()`` sends ``_OnRoomLeft``
 requests, which are treated as leaves and answered (Go neffos leaves them hanging); a client ask
@@ -40,7 +47,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from ..exceptions import AskError, AskTimeout
 from . import protocol
 from .groups import namespace_group, room_group
-from .namespace import Namespace, Reject
+from .namespace import NATIVE_MESSAGE, Namespace, Reject
 from .protocol import Message, ProtocolError
 from .server import frame_message, send_frame_to_group
 
@@ -52,6 +59,8 @@ INTERNAL_ERROR = "internal server error"
 INVALID_PAYLOAD = "invalid payload"
 #: How long a server-initiated join/leave/disconnect waits for the client to confirm.
 FORCED_REQUEST_TIMEOUT = 10.0
+#: WebSocket close code when a native-only client's ``on_connect`` is refused (policy violation).
+CLOSE_REFUSED = 1008
 
 
 class NeffosConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
@@ -61,6 +70,15 @@ class NeffosConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     async def on_handshake(self) -> None:
         """The client said hello. Raise :class:`Reject` to refuse the whole connection."""
+
+    @classmethod
+    def native_only(cls) -> bool:
+        """Only native messages: one namespace, the empty one, whose only event is native."""
+        return (
+            len(cls.namespaces) == 1
+            and cls.namespaces[0].accepts_native_messages()
+            and set(cls.namespaces[0].events) == {NATIVE_MESSAGE}
+        )
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -74,7 +92,29 @@ class NeffosConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self._tokens = itertools.count()
         self._tasks: set[asyncio.Task[None]] = set()
         self._handler_task: asyncio.Task[None] | None = None
+        self._native_only = self.native_only()
+        self._accepts_native = any(ns.accepts_native_messages() for ns in self.namespaces)
+        if self._native_only:
+            await self._open_native_only()
+        else:
+            await self.accept()
+
+    async def _open_native_only(self) -> None:
+        try:
+            await self.on_handshake()
+        except Reject as refusal:
+            logger.info("native connection %s refused: %s", self.connection_id, refusal)
+            await self.close()  # before accept: the WebSocket handshake is refused (403)
+            return
         await self.accept()
+        self._acknowledged = True
+        self._handler_task = asyncio.ensure_future(self._handle_frames())
+        namespace = self.namespaces[0](self)
+        try:
+            await self._connect_namespace(namespace)
+        except Reject as refusal:
+            logger.info("native connection %s refused: %s", self.connection_id, refusal)
+            await self.close(code=CLOSE_REFUSED)
 
     async def disconnect(self, code: int) -> None:
         tasks = [*self._tasks, *([self._handler_task] if self._handler_task else [])]
@@ -93,12 +133,18 @@ class NeffosConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         frame: str | bytes = text_data if text_data is not None else (bytes_data or b"")
+        if self._native_only:
+            await self._queue(protocol.native(frame))
+            return
         if not self._acknowledged:
             await self._handshake(frame)
             return
         try:
             message = protocol.parse(frame)
         except ProtocolError as exc:
+            if self._accepts_native and frame:
+                await self._queue(protocol.native(frame))
+                return
             logger.info("connection %s sent an invalid frame: %s", self.connection_id, exc)
             await self.write(Message(body=f"{INVALID_PAYLOAD}: {exc}", is_error=True))
             return
@@ -107,6 +153,10 @@ class NeffosConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             if not pending.done():
                 pending.set_result(message)  # the client's answer to one of our asks
             return
+        await self._queue(message)
+
+    async def _queue(self, message: Message) -> None:
+        """Hand a client message to the handler task, in order."""
         try:
             self._inbox.put_nowait(message)
         except asyncio.QueueFull:
@@ -150,13 +200,21 @@ class NeffosConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         if namespace is None:
             if message.wait:
                 await self.write(message.error(protocol.ERR_BAD_NAMESPACE))
+            elif message.is_native:
+                logger.info(
+                    "native message from %s dropped: it is not connected to the empty namespace",
+                    self.connection_id,
+                )
             return
         method_name = namespace.events.get(event)
         handler = getattr(namespace, method_name) if method_name else namespace.on_event
         try:
             result = await handler(message)
         except Reject as refusal:
-            await self.write(message.error(str(refusal)))
+            if message.is_native:  # a native client has no way to read an error frame
+                logger.info("native message from %s refused: %s", self.connection_id, refusal)
+            else:
+                await self.write(message.error(str(refusal)))
             return
         if result is not None:
             await self.write(message.answer(result))
@@ -192,8 +250,17 @@ class NeffosConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         declared = self._declared.get(request.namespace)
         if declared is None:
             raise Reject(protocol.ERR_BAD_NAMESPACE)
-        namespace = declared(self)
-        await namespace.on_connect()
+        await self._connect_namespace(declared(self))
+
+    async def _connect_namespace(self, namespace: Namespace) -> None:
+        try:
+            await namespace.on_connect()
+        except BaseException:
+            for room in namespace.rooms:  # joined by on_connect before it refused
+                await self.channel_layer.group_discard(
+                    room_group(namespace.name, room), self.channel_name
+                )
+            raise
         await self.channel_layer.group_add(namespace_group(namespace.name), self.channel_name)
         self.connected_namespaces[namespace.name] = namespace
 
@@ -226,6 +293,8 @@ class NeffosConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     async def ask_client(self, message: Message, timeout: float) -> str | bytes:
         """Send ``message`` with a server wait token and return the client's answer."""
+        if self._native_only:
+            raise AskError(f"{self.connection_id} is a native-only connection: it cannot answer")
         token = f"{time.time_ns()}{next(self._tokens)}"
         answered: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._server_asks[token] = answered
@@ -291,8 +360,10 @@ class NeffosConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     async def _request_client(self, request: Message) -> None:
         # The client answers a request it accepts with an empty frame, one it refuses with an
-        # error (AskError here, for the caller of join/leave/disconnect).
-        await self.ask_client(request, timeout=FORCED_REQUEST_TIMEOUT)
+        # error (AskError here, for the caller of join/leave/disconnect). A native-only client
+        # knows nothing of namespaces and rooms: there is nothing to ask it.
+        if not self._native_only:
+            await self.ask_client(request, timeout=FORCED_REQUEST_TIMEOUT)
 
     async def force_join(self, namespace: Namespace, room: str) -> None:
         if room in namespace.rooms:
@@ -311,3 +382,5 @@ class NeffosConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             return
         await self._request_client(Message(namespace.name, "", protocol.ON_NAMESPACE_DISCONNECT))
         await self._drop_namespace(namespace)
+        if self._native_only:
+            await self.close()  # its only namespace: nothing is left to talk about

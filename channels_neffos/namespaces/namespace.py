@@ -28,6 +28,19 @@ the client sees (``ask()`` rejects); any other exception is logged and the clien
 Broadcasts go through the channel layer to every instance: ``broadcast`` reaches every connection
 in the namespace (or the room) on every server, excluding this connection unless
 ``include_self=True``; ``send_to`` reaches one connection by id, wherever it is.
+
+Native messages (plain WebSocket frames, no neffos header) go to the empty namespace's
+``NATIVE_MESSAGE`` handler, as in neffos::
+
+    class Relay(Namespace):
+        name = ""
+
+        @event(NATIVE_MESSAGE)
+        async def relay(self, message):             # message.body: the frame, str or bytes
+            await self.broadcast(NATIVE_MESSAGE, message.body)   # written bare to every client
+
+If that is the consumer's only namespace and its only event, the consumer is *native only*: no
+neffos handshake, any WebSocket client may connect, and every frame is a native message.
 """
 
 from __future__ import annotations
@@ -35,13 +48,15 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from .protocol import Message
+from .protocol import ON_NATIVE_MESSAGE, Message
 
 if TYPE_CHECKING:
     from .consumer import NeffosConsumer
 
 _Handler = TypeVar("_Handler", bound=Callable[..., Awaitable[Any]])
 _EVENT_ATTRIBUTE = "_neffos_event"
+#: The event of native messages: plain WebSocket frames, in and out (neffos' ``OnNativeMessage``).
+NATIVE_MESSAGE = ON_NATIVE_MESSAGE
 DEFAULT_ASK_TIMEOUT = 5.0
 
 
@@ -77,6 +92,11 @@ class Namespace:
             if event_name is not None:
                 found[event_name] = attribute
         cls.events = found
+
+    @classmethod
+    def accepts_native_messages(cls) -> bool:
+        """The empty namespace with a ``NATIVE_MESSAGE`` handler: native frames are its events."""
+        return getattr(cls, "name", None) == "" and NATIVE_MESSAGE in cls.events
 
     def __init__(self, connection: NeffosConsumer) -> None:
         self.connection = connection
@@ -121,7 +141,8 @@ class Namespace:
     ) -> str | bytes:
         """Ask this client and return its answer (the client handler returns
         ``neffos.reply(value)``). Raises ``AskError`` if it answers with an error and
-        ``AskTimeout`` if it does not answer in time."""
+        ``AskTimeout`` if it does not answer in time; a native-only client cannot be asked
+        (``AskError``)."""
         return await self.connection.ask_client(Message(self.name, room, event_name, body), timeout)
 
     # -- talking to other connections, on any instance -----------------------------------------

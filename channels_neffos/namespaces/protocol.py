@@ -15,6 +15,11 @@ Wait tokens pair a request with its answer and are opaque: echo them exactly. Cl
 with ``$``; the tokens this server generates are plain digits. The built-in requests — namespace
 connect/disconnect and room join/leave — always carry one, and are answered with the token plus six
 ``;`` (success) or the request echoed with ``isError=1`` (refusal).
+
+Native messages: when a server (or neffos.js client) declares the empty namespace ``""`` with an
+``_OnNativeMessage`` handler, a frame that is not a neffos message is taken as a *native* message:
+event ``_OnNativeMessage`` in namespace ``""``, the whole frame as its body. A native message is
+written as its bare body, with no header, so plain WebSocket clients can read it.
 """
 
 from __future__ import annotations
@@ -68,6 +73,16 @@ class Message:
     is_noop: bool = False
 
     @property
+    def is_native(self) -> bool:
+        """A native message: written as its bare body (see the module docstring)."""
+        return (
+            self.event == ON_NATIVE_MESSAGE
+            and not self.namespace
+            and not self.wait
+            and not self.is_error
+        )
+
+    @property
     def binary(self) -> bool:
         return isinstance(self.body, bytes)
 
@@ -103,8 +118,15 @@ def empty_reply(wait: str) -> str:
     return wait + _SEPARATOR * (_FIELDS - 1)
 
 
+def native(body: str | bytes) -> Message:
+    """A native message: its frame is ``body`` as it is."""
+    return Message(event=ON_NATIVE_MESSAGE, body=body)
+
+
 def serialize(message: Message) -> str | bytes:
     """The frame for ``message``: ``str`` for a text frame, ``bytes`` for a binary frame."""
+    if message.is_native:
+        return message.body
     header = _SEPARATOR.join(
         (
             message.wait,

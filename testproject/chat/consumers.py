@@ -4,6 +4,10 @@ Client events (see static/chat/app.js): ``chat`` (a room message, broadcast to t
 members), ``whoami`` (ask: your connection id), ``who`` (ask: who is in a room, gathered from
 every instance), ``whisper`` (to one connection id), ``poke`` (the server asks another client
 "ping" and returns its answer). Joining the room ``closed`` is refused.
+
+``ws/native?room=<room>`` is for plain WebSocket clients (no neffos.js, e.g. ``websocat``): every
+text or binary frame is relayed, as it is, to the other plain clients in that room on every
+instance — neffos' native messages.
 """
 
 from __future__ import annotations
@@ -14,7 +18,14 @@ import secrets
 from typing import Any
 from urllib.parse import parse_qs
 
-from channels_neffos.namespaces import Message, Namespace, NeffosConsumer, Reject, event
+from channels_neffos.namespaces import (
+    NATIVE_MESSAGE,
+    Message,
+    Namespace,
+    NeffosConsumer,
+    Reject,
+    event,
+)
 from channels_neffos.namespaces import server as neffos_server
 from channels_neffos.namespaces.groups import room_group
 
@@ -105,3 +116,22 @@ class ChatConsumer(NeffosConsumer):
         waiting = self._presence.get(answer["token"])
         if waiting is not None:
             waiting.append(answer["name"])
+
+
+class NativeRelay(Namespace):
+    """Plain WebSocket clients: a frame goes to the others in the same room, on every instance."""
+
+    name = ""
+
+    async def on_connect(self) -> None:
+        query = parse_qs(self.connection.scope.get("query_string", b"").decode())
+        self.room = (query.get("room") or ["lobby"])[0][:40]
+        await self.join(self.room)
+
+    @event(NATIVE_MESSAGE)
+    async def relay(self, message: Message) -> None:
+        await self.broadcast(NATIVE_MESSAGE, message.body, room=self.room)
+
+
+class NativeConsumer(NeffosConsumer):
+    namespaces = [NativeRelay]

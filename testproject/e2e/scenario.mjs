@@ -2,21 +2,10 @@
 // Usage: node scenario.mjs <http url of instance A> <http url of instance B>
 // Prints {"check name": {"ok": bool, "detail": ...}, ...} as JSON; exit code 1 if any failed.
 import neffos from "neffos.js";
+import { check, eventually, run, sleep } from "./harness.mjs";
 
 const [httpA, httpB] = process.argv.slice(2);
 const wsUrl = (http) => http.replace(/^http/, "ws");
-const results = {};
-const check = (name, ok, detail) => { results[name] = { ok: Boolean(ok), detail }; };
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function eventually(predicate, ms = 3000) {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    if (predicate()) return true;
-    await sleep(25);
-  }
-  return predicate();
-}
 
 async function client(http, name) {
   const inbox = [];
@@ -106,19 +95,4 @@ async function main() {
   for (const c of [alice, dave, bob]) c.conn.close();
 }
 
-const watchdog = setTimeout(() => {
-  check("scenario finished in time", false, "timed out after 60 s");
-  console.log(JSON.stringify(results));
-  process.exit(1);
-}, 60000);
-
-main().then(() => {
-  clearTimeout(watchdog);
-  console.log(JSON.stringify(results));
-  process.exit(Object.values(results).every((r) => r.ok) ? 0 : 1);
-}, (err) => {
-  clearTimeout(watchdog);
-  check("scenario ran without exceptions", false, String(err && err.stack || err));
-  console.log(JSON.stringify(results));
-  process.exit(1);
-});
+run(main, 60);

@@ -1,4 +1,4 @@
-"""The real neffos.js client (Node) against two daphne instances sharing a broker."""
+"""Real Node clients (neffos.js, and plain `ws` sockets) against two daphne instances."""
 
 from __future__ import annotations
 
@@ -12,23 +12,32 @@ import pytest
 from .conftest import TESTPROJECT, node
 
 
-def test_chat_across_two_instances(two_instances: tuple[str, str]) -> None:
-    url_a, url_b = two_instances
+def run_scenario(script: str, urls: tuple[str, str]) -> dict[str, dict[str, object]]:
+    """Run a Node scenario from testproject/e2e against the two instances; assert it passed."""
     run = subprocess.run(
-        [node(), "e2e/scenario.mjs", url_a, url_b],
+        [node(), f"e2e/{script}", *urls],
         cwd=TESTPROJECT,
         capture_output=True,
         text=True,
         timeout=90,
     )
     try:
-        results = json.loads(run.stdout.strip().splitlines()[-1])
+        results: dict[str, dict[str, object]] = json.loads(run.stdout.strip().splitlines()[-1])
     except (IndexError, json.JSONDecodeError):
-        pytest.fail(f"the scenario printed no results:\n{run.stdout}\n{run.stderr}")
+        pytest.fail(f"{script} printed no results:\n{run.stdout}\n{run.stderr}")
     failed = {name: r["detail"] for name, r in results.items() if not r["ok"]}
     assert not failed, json.dumps(failed, indent=2)
-    assert len(results) >= 16, results
     assert run.returncode == 0, run.stderr
+    return results
+
+
+def test_chat_across_two_instances(two_instances: tuple[str, str]) -> None:
+    assert len(run_scenario("scenario.mjs", two_instances)) >= 16
+
+
+def test_plain_websocket_clients_across_two_instances(two_instances: tuple[str, str]) -> None:
+    """Native messages: no neffos.js, frames relayed as they are (testproject's ws/native)."""
+    assert len(run_scenario("native.mjs", two_instances)) >= 5
 
 
 def test_demo_starts_and_serves_both_instances() -> None:
