@@ -13,6 +13,7 @@ from .engine import NeffosChannelLayer
 from .transports.base import Transport, TransportEvents
 from .transports.nats import NatsTransport
 from .transports.redis import RedisTransport
+from .transports.redis_cluster import ClusterRedisTransport
 from .transports.redis_sharded import ShardedRedisTransport
 
 
@@ -23,12 +24,23 @@ class RedisChannelLayer(NeffosChannelLayer):
     or a dict of redis-py connection keyword arguments (``{"address": url, ...}`` or
     ``{"host": ..., "port": ..., "password": ...}``). Several servers share the load: every
     subject lives on one of them (see :mod:`channels_neffos.transports.redis_sharded`).
+
+    ``cluster=True``: ``hosts`` are seed nodes (URLs) of one Redis Cluster (see
+    :mod:`channels_neffos.transports.redis_cluster`).
     """
 
     broker_name = "Redis"
 
-    def __init__(self, hosts: list[str | dict[str, Any]] | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        hosts: list[str | dict[str, Any]] | None = None,
+        cluster: bool = False,
+        **options: Any,
+    ) -> None:
         super().__init__(**options)
+        if not isinstance(cluster, bool):
+            raise TypeError(f"cluster must be True or False, got {cluster!r}")
+        self.cluster = cluster
         if hosts is None:
             hosts = ["redis://localhost:6379"]
         if isinstance(hosts, (str, dict)):
@@ -40,9 +52,13 @@ class RedisChannelLayer(NeffosChannelLayer):
         for host in hosts:
             if not isinstance(host, (str, dict)):
                 raise TypeError(f"each entry of hosts must be a URL string or a dict, got {host!r}")
+        if cluster and not all(isinstance(host, str) for host in hosts):
+            raise TypeError("with cluster=True, hosts must be redis:// or rediss:// URL strings")
         self.hosts = list(hosts)
 
     def make_transport(self, events: TransportEvents) -> Transport:
+        if self.cluster:
+            return ClusterRedisTransport([str(host) for host in self.hosts], self.prefix, events)
         if len(self.hosts) == 1:
             return RedisTransport(self.hosts[0], self.prefix, events)
         return ShardedRedisTransport(

@@ -5,7 +5,7 @@ from collections.abc import Iterator
 import pytest
 from django.test import override_settings
 
-from channels_neffos.testing.brokers import BrokerProcess
+from channels_neffos.testing.brokers import BrokerProcess, RedisCluster
 from channels_neffos.testing.conformance import LayerSpec, unique_prefix
 
 
@@ -24,6 +24,14 @@ def sharded_redis_spec(
     return LayerSpec(
         "channels_neffos.RedisChannelLayer",
         {"hosts": [redis_server.url, second_redis_server.url], "prefix": unique_prefix()},
+    )
+
+
+@pytest.fixture
+def redis_cluster_spec(redis_cluster: RedisCluster) -> LayerSpec:
+    return LayerSpec(
+        "channels_neffos.RedisChannelLayer",
+        {"hosts": redis_cluster.urls, "cluster": True, "prefix": unique_prefix()},
     )
 
 

@@ -31,6 +31,20 @@ class TestShardedRedisChannelLayer(NeffosLayerConformance):
     test_no_responders_for_an_unread_worker_channel = None  # as on one server
 
 
+class TestRedisClusterChannelLayer(NeffosLayerConformance):
+    """A Redis Cluster of three nodes: pub/sub through one node, worker channels by slot."""
+
+    @pytest.fixture
+    def layer_spec(self, redis_cluster_spec: LayerSpec) -> LayerSpec:
+        return redis_cluster_spec
+
+    test_no_responders_for_an_unread_worker_channel = None  # as on one server
+    # A cluster node's PUBLISH counts only its own subscribers, so nothing can say "nobody
+    # listens": these asks end in AskTimeout (docs/configuration.rst, redis_cluster.py).
+    test_no_responders_when_the_owning_process_is_gone = None
+    test_group_ask_no_responders_for_an_empty_group = None
+
+
 class TestNatsChannelLayer(NeffosLayerConformance):
     @pytest.fixture
     def layer_spec(self, nats_spec: LayerSpec) -> LayerSpec:

@@ -9,6 +9,7 @@ same port to exercise outages. ``redis-server`` comes from ``PATH``; ``nats-serv
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -137,9 +138,21 @@ class BrokerProcess:
 
 
 class RedisServer(BrokerProcess):
+    """``redis-server``; ``cluster=True`` starts it as a Redis Cluster node (see RedisCluster)."""
+
     scheme = "redis"
 
+    def __init__(self, port: int | None = None, cluster: bool = False) -> None:
+        super().__init__(port)
+        self.cluster = cluster
+        # The cluster bus port, given explicitly: the default (port + 10000) may be taken, or
+        # beyond 65535 for the high ports free_port() hands out.
+        self.cluster_port = free_port() if cluster else 0
+
     def command(self) -> list[str]:
+        cluster = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+        cluster += ["--cluster-port", str(self.cluster_port)]
+        cluster += ["--cluster-require-full-coverage", "no"]  # the rest serve while one is down
         return [
             find_redis_server(),
             "--port",
@@ -152,6 +165,7 @@ class RedisServer(BrokerProcess):
             "no",
             "--dir",
             str(self.workdir),
+            *(cluster if self.cluster else []),
         ]
 
 
@@ -171,3 +185,75 @@ class NatsServer(BrokerProcess):
             config_path.write_text(self.config)
             command += ["-c", str(config_path)]
         return command
+
+
+class RedisCluster:
+    """A Redis Cluster of ``size`` primaries (no replicas) on free ports, for tests.
+
+    The hash slots are split evenly; the nodes are introduced with ``CLUSTER MEET`` and the
+    cluster is ready when every node reports ``cluster_state:ok`` and a connected link to every
+    other node. ``urls`` lists the nodes. With
+    ``cluster-require-full-coverage no``, the other nodes keep serving while one is killed.
+    """
+
+    def __init__(self, size: int = 3) -> None:
+        self.nodes = [RedisServer(cluster=True) for _ in range(size)]
+
+    @property
+    def urls(self) -> list[str]:
+        return [node.url for node in self.nodes]
+
+    def start(self, timeout: float = 20.0) -> None:
+        for node in self.nodes:
+            node.start()
+        slots_per_node = 16384 // len(self.nodes)
+        for index, node in enumerate(self.nodes):
+            first = index * slots_per_node
+            last = 16383 if index == len(self.nodes) - 1 else first + slots_per_node - 1
+            self._cli(node, f"CLUSTER ADDSLOTSRANGE {first} {last}")
+        known = self.nodes[0]
+        for node in self.nodes[1:]:
+            self._cli(node, f"CLUSTER MEET 127.0.0.1 {known.port} {known.cluster_port}")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(self._ready(node) for node in self.nodes):
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"the Redis Cluster on {self.urls} did not become ready in {timeout}s")
+
+    def _ready(self, node: RedisServer) -> bool:
+        """Slots covered, and a live bus link to every other node (pub/sub travels on them)."""
+        if "cluster_state:ok" not in self._cli(node, "CLUSTER INFO"):
+            return False
+        links = self._cli(node, "CLUSTER NODES").splitlines()
+        return len(links) == len(self.nodes) and all(" connected" in link for link in links)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+            shutil.rmtree(node.workdir, ignore_errors=True)
+
+    @staticmethod
+    def _cli(node: RedisServer, command: str) -> str:
+        redis_cli = shutil.which("redis-cli")
+        if redis_cli is None:
+            raise BrokerBinaryMissing("redis-cli is not on PATH (it comes with redis-server)")
+        run = subprocess.run(
+            [redis_cli, "-p", str(node.port), *shlex.split(command)],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+        return run.stdout
+
+    def __enter__(self) -> RedisCluster:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

@@ -3,6 +3,7 @@
 * ``redis_server`` / ``nats_server`` — one private server per test session, shared by tests that
   isolate themselves with a unique ``prefix`` (see :func:`unique_prefix`).
 * ``second_redis_server`` — another session-wide Redis, for layers sharded over two servers.
+* ``redis_cluster`` — a session-wide Redis Cluster of three primaries (``.urls``).
 * ``fresh_redis_server`` / ``fresh_nats_server`` — one private server per test, for tests that
   kill and restart the broker.
 
@@ -16,7 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from .brokers import BrokerProcess, NatsServer, RedisServer
+from .brokers import BrokerProcess, NatsServer, RedisCluster, RedisServer
 
 
 @pytest.fixture(scope="session")
@@ -29,6 +30,12 @@ def redis_server() -> Iterator[BrokerProcess]:
 def second_redis_server() -> Iterator[BrokerProcess]:
     with RedisServer() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    with RedisCluster() as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="session")

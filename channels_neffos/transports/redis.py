@@ -24,6 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import hiredis
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import ConnectionPool
 from redis.exceptions import RedisError
 
@@ -79,8 +80,16 @@ def _redact(url: str) -> str:
 class RedisTransport(Transport):
     max_payload = REDIS_MAX_PAYLOAD
 
-    def __init__(self, host: str | dict[str, Any], prefix: str, events: TransportEvents) -> None:
-        self._pool, self.url = connection_pool(host)
+    def __init__(
+        self,
+        host: str | dict[str, Any],
+        prefix: str,
+        events: TransportEvents,
+        *,
+        pool: tuple[ConnectionPool, str] | None = None,
+    ) -> None:
+        # ``pool``: the (pool, url) to open connections from, instead of one made from ``host``.
+        self._pool, self.url = pool or connection_pool(host)
         self._host = host
         self._prefix = prefix
         self._events = events
@@ -108,8 +117,11 @@ class RedisTransport(Transport):
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def connect(self) -> None:
+        await self._open(self._commands)
+
+    async def _open(self, connection: RespConnection) -> None:
         try:
-            await self._commands.connect()
+            await connection.connect()
         except (OSError, RedisError, asyncio.TimeoutError) as exc:
             raise BrokerUnavailable(self.url, exc) from exc
 
@@ -176,10 +188,7 @@ class RedisTransport(Transport):
                     self._on_pubsub_lost,
                     self._resubscribe,
                 )
-                try:
-                    await pubsub.connect()
-                except (OSError, RedisError, asyncio.TimeoutError) as exc:
-                    raise BrokerUnavailable(self.url, exc) from exc
+                await self._open(pubsub)
                 self._pubsub = pubsub
             return self._pubsub
 
@@ -245,7 +254,8 @@ class RedisTransport(Transport):
         command = pack(b"EVAL", _PUSH_IF_ROOM, 1, name, payload, capacity, max(1, int(ttl) + 1))
         return bool(await self._command(command))
 
-    def _blocking(self) -> Redis:
+    def _blocking(self) -> Redis | RedisCluster:
+        """The redis-py client for blocking pops and flushes (its own connections)."""
         if self._blocking_client is None:
             pool, _ = connection_pool(self._host)
             self._blocking_client = Redis(connection_pool=pool)

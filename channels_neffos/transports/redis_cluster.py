@@ -1,0 +1,119 @@
+"""Redis Cluster: pub/sub through any one node, worker channels on the node of their hash slot.
+
+``RedisChannelLayer(hosts=[seed, ...], cluster=True)`` uses a Redis Cluster. Classic Redis pub/sub
+is cluster-wide — the cluster bus copies every ``PUBLISH`` to every node — so this process's
+pattern ``P:<pid>:*``, its group subscriptions and its publishes all go through one node, as on
+a single server (:class:`~channels_neffos.transports.redis.RedisTransport`). Which node does not
+matter: a random seed first (so processes spread their subscribers over the seeds), and after a
+failed or lost connection the next seed in turn, so a failed node is left behind. Worker
+channels are lists, that is keys: redis-py's ``RedisCluster`` sends each push, pop and flush to
+the node that owns the key's slot, following redirections and failovers.
+
+What differs from one server:
+
+* ``PUBLISH`` counts only the subscribers on the node that took it, so it cannot say "nobody is
+  listening". An ask to a group with no members, or to a channel of a process that is gone,
+  therefore ends in ``AskTimeout`` instead of ``NoResponders``. (A channel that a live process
+  no longer has still answers ``NoResponders`` at once: that process says so.)
+* Every message crosses the cluster bus to every node: pub/sub throughput does not grow with the
+  number of nodes. A cluster buys availability here, not fan-out capacity.
+* Messages published while this process's pub/sub node is down or being replaced are lost, as on
+  one server; publish order is kept per publishing process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import AbstractConnection, ConnectionPool, SSLConnection, parse_url
+from redis.exceptions import RedisError
+
+from ..exceptions import BrokerUnavailable
+from ._resp import RespConnection
+from .base import TransportEvents
+from .redis import _PUSH_IF_ROOM, RedisTransport, connection_pool
+
+
+class _SeedRotation:
+    """The part of a redis-py pool that RespConnection uses, over several seed nodes: each new
+    connection goes to the next seed, so reconnecting after a failure tries another node."""
+
+    def __init__(self, pools: list[ConnectionPool]) -> None:
+        self._pools = pools
+        self._next = random.randrange(len(pools))  # processes spread over the seeds
+
+    def make_connection(self) -> AbstractConnection:
+        pool = self._pools[self._next % len(self._pools)]
+        self._next += 1
+        return pool.make_connection()  # type: ignore[no-untyped-call,no-any-return]
+
+    async def disconnect(self) -> None:
+        await asyncio.gather(*(pool.disconnect() for pool in self._pools))
+
+
+def cluster_client(hosts: list[str]) -> RedisCluster:
+    """A redis-py cluster client that discovers the cluster from the seed URLs."""
+    options = parse_url(hosts[0])
+    nodes = []
+    for url in hosts:
+        parsed = parse_url(url)
+        nodes.append(ClusterNode(parsed.get("host", "localhost"), parsed.get("port", 6379)))
+    extra: dict[str, Any] = {"protocol": 2, "socket_connect_timeout": 5}
+    for key in ("username", "password"):
+        if key in options:
+            extra[key] = options[key]
+    if options.get("connection_class") is SSLConnection:
+        extra["ssl"] = True
+    return RedisCluster(startup_nodes=nodes, **extra)
+
+
+class ClusterRedisTransport(RedisTransport):
+    def __init__(self, hosts: list[str], prefix: str, events: TransportEvents) -> None:
+        for host in hosts:
+            if not isinstance(host, str) or not host.startswith(("redis://", "rediss://")):
+                raise TypeError(
+                    f"with cluster=True, hosts must be redis:// or rediss:// URLs, got {host!r}"
+                )
+        seeds = [connection_pool(host) for host in hosts]
+        url = "cluster " + ", ".join(seed_url for _, seed_url in seeds)
+        rotation: Any = _SeedRotation([pool for pool, _ in seeds])
+        super().__init__(hosts[0], prefix, events, pool=(rotation, url))
+        self._seed_count = len(hosts)
+        self._cluster = cluster_client(hosts)
+
+    async def _open(self, connection: RespConnection) -> None:
+        for attempt in range(self._seed_count):  # each attempt takes the next seed
+            try:
+                await super()._open(connection)
+                return
+            except BrokerUnavailable:
+                if attempt == self._seed_count - 1:
+                    raise
+
+    async def close(self) -> None:
+        await super().close()
+        await self._cluster.aclose()
+
+    async def publish_request(self, subject: str, payload: bytes, reply_to: str) -> int | None:
+        await self.publish(subject, payload, reply_to)
+        return None  # a node counts only its own subscribers: the count means nothing here
+
+    # -- worker queues: keys, on the node of their slot -----------------------------------------
+
+    async def queue_push(
+        self, name: str, payload: bytes, capacity: int, ttl: float, reply_to: str | None = None
+    ) -> bool:
+        try:
+            pushed = await self._cluster.eval(
+                _PUSH_IF_ROOM, 1, name, payload, capacity, max(1, int(ttl) + 1)
+            )
+        except (OSError, RedisError) as exc:
+            raise ConnectionError(f"cannot push to the Redis Cluster: {exc}") from exc
+        return bool(pushed)
+
+    def _blocking(self) -> Redis | RedisCluster:
+        return self._cluster  # pops and flushes go to the nodes of the keys' slots
