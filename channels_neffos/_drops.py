@@ -1,8 +1,9 @@
-"""Counting and rate-limited logging of messages the layer had to drop.
+"""Counting and rate-limited logging of messages that had to be dropped.
 
 Nothing is dropped silently: every drop increments ``layer.counters[reason]`` and is logged at
 WARNING — the first drop of a reason at once, then at most one line per ``interval`` seconds per
 reason, carrying how many were dropped since the last line, so a flood cannot flood the logs.
+:class:`RateLimitedLog` is that rule on its own, also used for frames the neffos consumer drops.
 """
 
 from __future__ import annotations
@@ -23,25 +24,39 @@ REASONS = {
 }
 
 
-class DropLog:
-    def __init__(self, counters: Counter[str], interval: float = 10.0) -> None:
-        self.counters = counters
+class RateLimitedLog:
+    """Log the first event of a kind at once, then at most one line per ``interval`` seconds
+    per kind, saying how many happened since the last line."""
+
+    def __init__(self, log: logging.Logger, level: int, interval: float = 10.0) -> None:
+        self.log = log
+        self.level = level
         self.interval = interval
         self._last_logged: dict[str, float] = {}
         self._unlogged: Counter[str] = Counter()
 
+    def __call__(self, kind: str, message: str, *args: object, count: int = 1) -> None:
+        """``message`` is formatted with the count since the last line, then ``args``."""
+        self._unlogged[kind] += count
+        now = monotonic()
+        if now - self._last_logged.get(kind, -self.interval) >= self.interval:
+            self._last_logged[kind] = now
+            happened, self._unlogged[kind] = self._unlogged[kind], 0
+            self.log.log(self.level, message, happened, *args)
+
+
+class DropLog:
+    def __init__(self, counters: Counter[str], interval: float = 10.0) -> None:
+        self.counters = counters
+        self._log = RateLimitedLog(logger, logging.WARNING, interval)
+
     def __call__(self, reason: str, where: str, count: int = 1) -> None:
         self.counters[reason] += count
-        self._unlogged[reason] += count
-        now = monotonic()
-        if now - self._last_logged.get(reason, -self.interval) >= self.interval:
-            self._last_logged[reason] = now
-            dropped, self._unlogged[reason] = self._unlogged[reason], 0
-            logger.warning(
-                "channels_neffos dropped %d message(s) because %s (latest: %s); "
-                "see layer.counters[%r]",
-                dropped,
-                REASONS[reason],
-                where,
-                reason,
-            )
+        self._log(
+            reason,
+            "channels_neffos dropped %d message(s) because %s (latest: %s); see layer.counters[%r]",
+            REASONS[reason],
+            where,
+            reason,
+            count=count,
+        )

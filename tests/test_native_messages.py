@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from urllib.parse import parse_qs
 
 import pytest
@@ -11,6 +12,7 @@ from channels_neffos.exceptions import AskError
 from channels_neffos.namespaces import NATIVE_MESSAGE, Message, Namespace, NeffosConsumer, Reject
 from channels_neffos.namespaces import event as on
 from channels_neffos.namespaces import server as neffos_server
+from channels_neffos.namespaces.consumer import _dropped_frames
 from channels_neffos.namespaces.protocol import native, serialize
 from channels_neffos.testing.conformance import LayerSpec
 
@@ -145,13 +147,18 @@ class MixedConsumer(NeffosConsumer):
 
 
 @pytest.mark.asyncio
-async def test_neffos_and_native_messages_on_one_connection(spec: LayerSpec) -> None:
+async def test_neffos_and_native_messages_on_one_connection(
+    spec: LayerSpec, caplog: pytest.LogCaptureFixture
+) -> None:
     client = WebsocketCommunicator(MixedConsumer.as_asgi(), "/mixed")
     assert (await client.connect())[0]
     await client.send_to(text_data="M")
     assert (await client.receive_from(timeout=3)).startswith("A")
-    await client.send_to(text_data="before connecting")  # dropped (logged): no namespace ""
-    assert await client.receive_nothing(timeout=0.3)
+    with caplog.at_level(logging.INFO, logger="channels_neffos.namespaces"):
+        _dropped_frames._last_logged.clear()  # another test may have logged one just now
+        await client.send_to(text_data="before connecting")  # dropped: no namespace ""
+        assert await client.receive_nothing(timeout=0.3)
+    assert any("not connected to their namespace" in r.getMessage() for r in caplog.records)
     await client.send_to(text_data="$1;;;_OnNamespaceConnect;0;0;")
     assert await client.receive_from(timeout=3) == "$1;;;;;;"
     await client.send_to(text_data="plain words")

@@ -44,6 +44,7 @@ from typing import Any, ClassVar
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 
+from .._drops import RateLimitedLog
 from ..exceptions import AskError, AskTimeout
 from . import protocol
 from .groups import namespace_group, room_group
@@ -52,6 +53,8 @@ from .protocol import Message, ProtocolError
 from .server import frame_message, send_frame_to_group
 
 logger = logging.getLogger("channels_neffos.namespaces")
+#: Client frames that get no handler: logged at INFO, at most one line per kind per 10 s.
+_dropped_frames = RateLimitedLog(logger, logging.INFO)
 
 #: Frames a client may queue before its handshake, and while its handlers are busy.
 MAX_QUEUED_FRAMES = 1000
@@ -145,7 +148,12 @@ class NeffosConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             if self._accepts_native and frame:
                 await self._queue(protocol.native(frame))
                 return
-            logger.info("connection %s sent an invalid frame: %s", self.connection_id, exc)
+            _dropped_frames(
+                "invalid",
+                "%d invalid frame(s) answered with an error (latest from %s: %s)",
+                self.connection_id,
+                exc,
+            )
             await self.write(Message(body=f"{INVALID_PAYLOAD}: {exc}", is_error=True))
             return
         pending = self._server_asks.get(message.wait) if message.wait else None
@@ -200,10 +208,12 @@ class NeffosConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         if namespace is None:
             if message.wait:
                 await self.write(message.error(protocol.ERR_BAD_NAMESPACE))
-            elif message.is_native:
-                logger.info(
-                    "native message from %s dropped: it is not connected to the empty namespace",
+            else:  # an emit: neffos answers nothing either
+                _dropped_frames(
+                    "unconnected",
+                    "%d message(s) dropped: not connected to their namespace (latest from %s: %r)",
                     self.connection_id,
+                    message.namespace,
                 )
             return
         method_name = namespace.events.get(event)
@@ -212,7 +222,12 @@ class NeffosConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             result = await handler(message)
         except Reject as refusal:
             if message.is_native:  # a native client has no way to read an error frame
-                logger.info("native message from %s refused: %s", self.connection_id, refusal)
+                _dropped_frames(
+                    "native_refused",
+                    "%d native message(s) refused by their handler (latest from %s: %s)",
+                    self.connection_id,
+                    refusal,
+                )
             else:
                 await self.write(message.error(str(refusal)))
             return
