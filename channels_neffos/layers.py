@@ -52,8 +52,11 @@ class RedisChannelLayer(NeffosChannelLayer):
         for host in hosts:
             if not isinstance(host, (str, dict)):
                 raise TypeError(f"each entry of hosts must be a URL string or a dict, got {host!r}")
-        if cluster and not all(isinstance(host, str) for host in hosts):
-            raise TypeError("with cluster=True, hosts must be redis:// or rediss:// URL strings")
+        for host in hosts if cluster else ():
+            if not isinstance(host, str) or not host.startswith(("redis://", "rediss://")):
+                raise TypeError(
+                    f"with cluster=True, hosts must be redis:// or rediss:// URLs, got {host!r}"
+                )
         self.hosts = list(hosts)
 
     def make_transport(self, events: TransportEvents) -> Transport:

@@ -102,5 +102,7 @@ async def test_subscriptions_move_to_another_node_when_theirs_dies() -> None:
 def test_cluster_takes_urls_only() -> None:
     with pytest.raises(TypeError, match="URL"):
         RedisChannelLayer(hosts=[{"host": "localhost"}], cluster=True)
+    with pytest.raises(TypeError, match="URL"):
+        RedisChannelLayer(hosts=["unix:///tmp/redis.sock"], cluster=True)
     with pytest.raises(TypeError, match="True or False"):
         RedisChannelLayer(cluster="yes")  # type: ignore[arg-type]

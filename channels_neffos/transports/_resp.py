@@ -17,10 +17,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import hiredis
-from redis.asyncio.connection import AbstractConnection, ConnectionPool
+from redis.asyncio.connection import AbstractConnection
 
 logger = logging.getLogger("channels_neffos.redis")
 
@@ -34,14 +34,22 @@ _RECONNECT_MAX_DELAY = 2.0
 StreamPair = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
-async def open_streams(pool: ConnectionPool) -> StreamPair:
+class ConnectionSource(Protocol):
+    """Where connections come from: a redis-py ``ConnectionPool``, or several (cluster seeds)."""
+
+    def make_connection(self) -> AbstractConnection: ...
+
+    async def disconnect(self) -> None: ...
+
+
+async def open_streams(pool: ConnectionSource) -> StreamPair:
     """Let redis-py connect and handshake, then take its streams away from it.
 
     We detach the streams from redis-py's connection object so that its finaliser does not
     close a socket that is now ours. This reads two private attributes (stable since redis-py
     4.2); if a future release renames them, we fail loudly here rather than misbehave later.
     """
-    connection: AbstractConnection = pool.make_connection()  # type: ignore[no-untyped-call]
+    connection = pool.make_connection()
     await connection.connect()  # type: ignore[no-untyped-call]
     reader = getattr(connection, "_reader", None)
     writer = getattr(connection, "_writer", None)
@@ -60,7 +68,7 @@ class RespConnection:
 
     def __init__(
         self,
-        pool: ConnectionPool,
+        pool: ConnectionSource,
         url: str,
         on_reply: Callable[[Any], None],
         on_lost: Callable[[BaseException], None],

@@ -29,7 +29,7 @@ from redis.asyncio.connection import ConnectionPool
 from redis.exceptions import RedisError
 
 from ..exceptions import BrokerUnavailable
-from ._resp import RespConnection, pack
+from ._resp import ConnectionSource, RespConnection, pack
 from .base import OnMessage, Transport, TransportEvents
 
 logger = logging.getLogger("channels_neffos.redis")
@@ -86,10 +86,11 @@ class RedisTransport(Transport):
         prefix: str,
         events: TransportEvents,
         *,
-        pool: tuple[ConnectionPool, str] | None = None,
+        pool: tuple[ConnectionSource, str] | None = None,
     ) -> None:
         # ``pool``: the (pool, url) to open connections from, instead of one made from ``host``.
-        self._pool, self.url = pool or connection_pool(host)
+        source: tuple[ConnectionSource, str] = pool or connection_pool(host)
+        self._pool, self.url = source
         self._host = host
         self._prefix = prefix
         self._events = events

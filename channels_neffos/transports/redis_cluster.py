@@ -73,14 +73,9 @@ def cluster_client(hosts: list[str]) -> RedisCluster:
 
 class ClusterRedisTransport(RedisTransport):
     def __init__(self, hosts: list[str], prefix: str, events: TransportEvents) -> None:
-        for host in hosts:
-            if not isinstance(host, str) or not host.startswith(("redis://", "rediss://")):
-                raise TypeError(
-                    f"with cluster=True, hosts must be redis:// or rediss:// URLs, got {host!r}"
-                )
         seeds = [connection_pool(host) for host in hosts]
         url = "cluster " + ", ".join(seed_url for _, seed_url in seeds)
-        rotation: Any = _SeedRotation([pool for pool, _ in seeds])
+        rotation = _SeedRotation([pool for pool, _ in seeds])
         super().__init__(hosts[0], prefix, events, pool=(rotation, url))
         self._seed_count = len(hosts)
         self._cluster = cluster_client(hosts)
