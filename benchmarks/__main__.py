@@ -98,6 +98,9 @@ def run(
             cases[f"{s.name} (alternating 2 channels)"] = lambda s=s: workloads.send_receive_rate(
                 s.spec, sizes["count"], channels=2
             )
+            cases[f"{s.name} (alternating 2 processes)"] = lambda s=s: workloads.send_receive_rate(
+                s.spec, sizes["count"], channels=2, receivers=2
+            )
     cases[report.RAW_REDIS_PY] = lambda: anchors.redis_py_pubsub_rate(redis_url, sizes["count"])
     cases[report.RAW_SOCKET] = lambda: anchors.raw_socket_psubscribe_rate(redis_url, sizes["count"])
     cases[report.RAW_NATS_PUBSUB] = lambda: anchors.nats_pubsub_rate(nats_url, sizes["count"])

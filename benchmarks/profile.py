@@ -1,6 +1,6 @@
 """Where the time of workload (a) goes: pyinstrument call trees for both channels_neffos layers.
 
-    python -m benchmarks.profile            # profile (a) and (a, alternating 2 channels)
+    python -m benchmarks.profile            # profile (a) and (a, alternating 2 processes)
     python -m benchmarks.profile --quick    # tiny sizes: a smoke run
     python -m benchmarks.profile --docs     # also copy the text trees into docs/benchmarks/
 
@@ -36,13 +36,17 @@ def profile_workloads(count: int, out: Path, interval: float = 0.0001) -> list[P
             spec = subjects[name].spec
             for channels, suffix in ((1, ""), (2, "_alternating")):
                 profiler = Profiler(interval=interval, async_mode="disabled")
-                with profiler:
-                    rate = asyncio.run(workloads.send_receive_rate(spec, count, channels=channels))
+                with profiler:  # alternating: each channel in a receiving process of its own
+                    rate = asyncio.run(
+                        workloads.send_receive_rate(
+                            spec, count, channels=channels, receivers=channels
+                        )
+                    )
                 stem = f"profile_a_{slug}{suffix}"
                 text = profiler.output_text(unicode=True, color=False, show_all=False)
                 header = (
-                    f"(a) {name}, {channels} channel(s), {count:,} messages: "
-                    f"{rate:,.0f}/s under the profiler\n"
+                    f"(a) {name}, {channels} channel(s) in {channels} receiving process(es), "
+                    f"{count:,} messages: {rate:,.0f}/s under the profiler\n"
                 )
                 (out / f"{stem}.txt").write_text(header + text)
                 (out / f"{stem}.html").write_text(profiler.output_html())

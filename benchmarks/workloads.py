@@ -37,31 +37,40 @@ async def _connect(sender: Any, receiver: Any) -> str:
 
 
 async def send_receive_rate(
-    spec: LayerSpec, count: int, same_instance: bool = False, channels: int = 1
+    spec: LayerSpec,
+    count: int,
+    same_instance: bool = False,
+    channels: int = 1,
+    receivers: int = 1,
 ) -> float:
     """Messages/s: one producer loop of ``await send()``, one consumer task per channel.
 
-    With ``channels`` > 1 the producer sends to each channel in turn, so no two consecutive
-    messages share a broker subject: channels_neffos cannot coalesce them into frames, and the
-    rate shows the cost of one broker message per message.
+    With ``channels`` > 1 the producer sends to each channel in turn; the channels are spread
+    over ``receivers`` receiving instances (processes to the layer). Consecutive messages to
+    channels of one receiving process still share frames (its one subscription takes them all);
+    alternating between *processes*, no two consecutive messages can, and the rate shows the
+    cost of one broker message per message.
     """
-    receiver = spec.build()
-    sender = receiver if same_instance else spec.build()
-    targets = [await _connect(sender, receiver) for _ in range(channels)]
+    receiving = [spec.build() for _ in range(receivers)]
+    sender = receiving[0] if same_instance else spec.build()
+    targets = []
+    for index in range(channels):
+        receiver = receiving[index % receivers]
+        targets.append((receiver, await _connect(sender, receiver)))
     per_channel = count // channels
 
-    async def consume(channel: str) -> None:
+    async def consume(receiver: Any, channel: str) -> None:
         for _ in range(per_channel):
             await receiver.receive(channel)
 
-    consumers = [asyncio.ensure_future(consume(channel)) for channel in targets]
+    consumers = [asyncio.ensure_future(consume(r, channel)) for r, channel in targets]
     started = time.perf_counter()
     for _ in range(per_channel):
-        for channel in targets:
+        for _receiver, channel in targets:
             await sender.send(channel, MESSAGE)
     await asyncio.wait_for(asyncio.gather(*consumers), 300)
     rate = per_channel * channels / (time.perf_counter() - started)
-    await _close(sender, receiver)
+    await _close(sender, *(r for r in receiving if r is not sender))
     return rate
 
 

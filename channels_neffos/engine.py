@@ -219,10 +219,10 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
         elif owner == process.pid:
             process.deliver(channel, body, raise_full=True)
         else:
-            subject, header = process.channel_route(owner, channel)
+            subject, header, frame_key = process.channel_route(owner, channel)
             payload = envelope.with_body(header, body)
-            if not process.outbox.collect(subject, payload):  # the common case: no await
-                await process.outbox.publish(subject, payload)
+            if not process.outbox.collect(subject, payload, frame_key):  # common: no await
+                await process.outbox.publish(subject, payload, frame_key)
 
     def _owner_of(self, channel: str) -> str:
         """The pid that owns a process channel, ``""`` for a worker channel (validated, cached).
@@ -349,15 +349,15 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
         if len(body) > process.max_body:
             process.check_size(body)
         process.deliver_to_group(group, body, exclude)
-        subject, header = process.group_route(group)
+        subject, header, frame_key = process.group_route(group)
         if exclude is None:
             payload = envelope.with_body(header, body)
         else:
             payload = envelope.encode(
                 envelope.Envelope(envelope.GROUP, process.pid, group, body, None, None, exclude)
             )
-        if not process.outbox.collect(subject, payload):
-            await process.outbox.publish(subject, payload)
+        if not process.outbox.collect(subject, payload, frame_key):
+            await process.outbox.publish(subject, payload, frame_key)
 
     # -- ask extension -------------------------------------------------------------------------
 

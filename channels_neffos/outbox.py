@@ -1,10 +1,10 @@
-"""Coalescing publishes: a burst of messages for one subject leaves as one broker message.
+"""Coalescing publishes: a burst of messages for one receiver leaves as one broker message.
 
 Every publish of a :class:`~channels_neffos.process.LayerProcess` goes through its
 :class:`Outbox`. The broker, the client library and the receiving process all pay per broker
 message — a RESP reply to parse, a ``Msg`` object, a callback — far more than per byte, so a
-producer that sends many messages to one channel (or one group) in a row should not pay that for
-each of them.
+producer that sends many messages to one process's channels (or to one group) in a row should
+not pay that for each of them.
 
 Semantics:
 
@@ -13,8 +13,12 @@ Semantics:
   never delayed. Only further publishes *in the same turn* are collected; they leave when the turn
   ends (the loop gets control back), or as soon as :data:`FRAME_BYTES` are collected.
 * **Order is kept exactly.** Collected messages form *frames*; a new frame starts whenever the
-  subject changes, and frames leave in the order they were started. So this process's publishes
-  reach the broker in the order they were made, per subject and across subjects.
+  *frame key* changes, and frames leave in the order they were started. So this process's
+  publishes reach the broker in the order they were made, per subject and across subjects.
+* **Frame keys.** Messages share a frame only if they are consecutive and have the same key: the
+  owning pid for process channels (every channel of a process is under its one subscription, and
+  each envelope names its target channel), the subject for anything else (a group, a reply
+  inbox, a NATS worker channel). A frame is published on the subject of its first message.
 * **Frames are a wire format** (``docs/wire.rst``): a frame of one message is the bare envelope;
   a frame of several is a msgpack array of envelopes (:func:`channels_neffos.envelope.frame`).
   A frame never exceeds :data:`FRAME_BYTES` unless it holds a single larger message.
@@ -51,16 +55,17 @@ _ARRAY_HEADER_BYTES = 5
 
 
 class _Frame:
-    __slots__ = ("payloads", "size", "subject")
+    __slots__ = ("key", "payloads", "size", "subject")
 
-    def __init__(self, subject: str, payload: bytes) -> None:
+    def __init__(self, subject: str, payload: bytes, key: str) -> None:
         self.subject = subject
+        self.key = key
         self.payloads = [payload]
         self.size = len(payload)
 
 
 class Outbox:
-    """Publishes of one process to one transport, coalesced per subject within a loop turn."""
+    """Publishes of one process to one transport, coalesced per frame key within a loop turn."""
 
     def __init__(self, transport: Transport, on_lost: Callable[[str, int], None]) -> None:
         self._transport = transport
@@ -76,27 +81,27 @@ class Outbox:
         """How many messages wait for the end of this turn."""
         return sum(len(frame.payloads) for frame in self._frames)
 
-    def collect(self, subject: str, payload: bytes) -> bool:
+    def collect(self, subject: str, payload: bytes, key: str | None = None) -> bool:
         """Add ``payload`` to this turn's frames if it may wait for the end of the turn.
 
-        ``False`` if it may not — it is the first of its turn, or a frame's worth is collected
-        — and the caller must ``await`` :meth:`publish` instead. Lets a hot caller skip the
-        cost of a coroutine per message.
+        ``key`` is its frame key (default: the subject). ``False`` if it may not wait — it is
+        the first of its turn, or a frame's worth is collected — and the caller must ``await``
+        :meth:`publish` instead. Lets a hot caller skip the cost of a coroutine per message.
         """
         if (not self._frames and not self._turn_open) or (
             self._collected + len(payload) >= FRAME_BYTES
         ):
             return False
-        self._add(subject, payload)
+        self._add(subject, payload, key or subject)
         return True
 
-    def _add(self, subject: str, payload: bytes) -> None:
+    def _add(self, subject: str, payload: bytes, key: str) -> None:
         size = len(payload)
         frames = self._frames
         last = frames[-1] if frames else None
         if (
             last is not None
-            and last.subject == subject
+            and last.key == key
             # max_payload is known once connected; leave room for the frame's array header
             and last.size + size + _ARRAY_HEADER_BYTES
             <= min(FRAME_BYTES, self._transport.max_payload)
@@ -104,12 +109,12 @@ class Outbox:
             last.payloads.append(payload)
             last.size += size
         else:
-            frames.append(_Frame(subject, payload))
+            frames.append(_Frame(subject, payload, key))
         self._collected += size
 
-    async def publish(self, subject: str, payload: bytes) -> None:
+    async def publish(self, subject: str, payload: bytes, key: str | None = None) -> None:
         """Publish one encoded envelope to ``subject`` (at once, or with this turn's frames)."""
-        if self.collect(subject, payload):
+        if self.collect(subject, payload, key):
             return
         if not self._frames and not self._turn_open:
             # The first publish of this turn: no reason to wait for company.
@@ -118,7 +123,7 @@ class Outbox:
             await self._send(subject, payload, 1)
             return
         # A frame's worth is collected: hand it over with this one, then let the loop run.
-        self._add(subject, payload)
+        self._add(subject, payload, key or subject)
         await self.flush()
         await asyncio.sleep(0)
 

@@ -61,6 +61,8 @@ CONTROL_TIMEOUT = 5.0
 _PID_RE = re.compile(r"[0-9a-f]{12}")
 #: How many channel and group routes a process remembers (see channel_route).
 _ROUTE_CACHE_SIZE = 10_000
+#: Where a publish goes: (subject, envelope header, frame key) — see Outbox.collect.
+Route = tuple[str, bytes, str]
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:
@@ -97,8 +99,8 @@ class LayerProcess:
         self._listening: asyncio.Future[None] | None = None
         #: The wildcard subscription is in place (checked on every receive: a plain bool).
         self.listening = False
-        self._routes: dict[str, tuple[str, bytes]] = {}
-        self._group_routes: dict[str, tuple[str, bytes]] = {}
+        self._routes: dict[str, Route] = {}
+        self._group_routes: dict[str, Route] = {}
         self._last_sweep = monotonic()
         self.drop = layer.drop_log
         self.started = False
@@ -161,33 +163,35 @@ class LayerProcess:
 
     # -- subjects ------------------------------------------------------------------------------
 
-    def channel_route(self, pid: str, channel: str) -> tuple[str, bytes]:
-        """The subject of ``channel`` (owned by ``pid``) and the envelope header for plain sends
-        to it from this process. Remembered: building (and escaping) a subject and encoding a
-        header cost more than the rest of a send."""
+    def channel_route(self, pid: str, channel: str) -> Route:
+        """The subject of ``channel`` (owned by ``pid``), the envelope header for plain sends
+        to it from this process, and its frame key: ``pid``, so that sends to several channels
+        of one process share frames. Remembered: building (and escaping) a subject and encoding
+        a header cost more than the rest of a send."""
         route = self._routes.get(channel)
         if route is None:
             subject = self.transport.subject(self.prefix, pid, "c", channel)
-            route = self._remember(self._routes, CHANNEL, channel, subject)
+            route = self._remember(self._routes, CHANNEL, channel, subject, pid)
         return route
 
     def channel_subject(self, pid: str, channel: str) -> str:
         return self.channel_route(pid, channel)[0]
 
-    def group_route(self, group: str) -> tuple[str, bytes]:
-        """The subject of ``group`` and the header for group sends to it (remembered)."""
+    def group_route(self, group: str) -> Route:
+        """The subject of ``group``, the header for group sends to it, and its frame key (the
+        subject: a group's frames hold that group's messages only). Remembered."""
         route = self._group_routes.get(group)
         if route is None:
             subject = self.transport.subject(self.prefix, "g", group)
-            route = self._remember(self._group_routes, GROUP, group, subject)
+            route = self._remember(self._group_routes, GROUP, group, subject, subject)
         return route
 
     def _remember(
-        self, routes: dict[str, tuple[str, bytes]], kind: int, target: str, subject: str
-    ) -> tuple[str, bytes]:
+        self, routes: dict[str, Route], kind: int, target: str, subject: str, frame_key: str
+    ) -> Route:
         if len(routes) >= _ROUTE_CACHE_SIZE:
             routes.clear()  # bounded by starting afresh
-        route = routes[target] = (subject, envelope.header(kind, self.pid, target))
+        route = routes[target] = (subject, envelope.header(kind, self.pid, target), frame_key)
         return route
 
     def group_subject(self, group: str) -> str:

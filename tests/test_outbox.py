@@ -142,6 +142,40 @@ async def test_order_across_subjects_is_kept(redis_server: BrokerProcess) -> Non
 
 
 @pytest.mark.asyncio
+async def test_sends_to_several_channels_of_one_process_share_frames(
+    redis_server: BrokerProcess,
+) -> None:
+    sender, receiver = layers(redis_server.url, "fan")
+    channels = [await receiver.new_channel() for _ in range(10)]
+    async with BrokerTap(redis_server.url, "fan") as tap:
+        for n in range(1000):  # round robin: no two consecutive sends share a channel
+            await sender.send(channels[n % 10], {"type": "n", "n": n})
+        sent = await tap.collect(1000)
+    assert [envelope.unpack_body(e.body)["n"] for e in sent] == list(range(1000))
+    assert len(tap.payloads) <= 6, f"{len(tap.payloads)} broker messages for 1000 sends"
+    for index, channel in enumerate(channels):
+        got = [(await asyncio.wait_for(receiver.receive(channel), 5))["n"] for _ in range(100)]
+        assert got == list(range(index, 1000, 10))
+
+
+@pytest.mark.asyncio
+async def test_frames_never_mix_processes(spec: LayerSpec) -> None:
+    """Alternating between two receiving processes: each gets exactly its own, in order."""
+    sender = spec.build(capacity=1000)
+    receivers = [spec.build(capacity=1000), spec.build(capacity=1000)]
+    channels = [[await r.new_channel(), await r.new_channel()] for r in receivers]
+    for n in range(600):
+        process, channel = n % 2, (n // 2) % 2
+        await sender.send(channels[process][channel], {"type": "n", "n": n})
+    for process, (receiver, pair) in enumerate(zip(receivers, channels, strict=True)):
+        for channel, name in enumerate(pair):
+            got = [(await asyncio.wait_for(receiver.receive(name), 5))["n"] for _ in range(150)]
+            assert got == [n for n in range(600) if n % 2 == process and (n // 2) % 2 == channel]
+        held = receiver._processes[asyncio.get_running_loop()].mailboxes
+        assert set(held) == set(pair), "a process was handed another process's messages"
+
+
+@pytest.mark.asyncio
 async def test_the_first_publish_of_a_turn_is_not_held_back(spec: LayerSpec) -> None:
     sender, receiver = spec.build(), spec.build()
     channel = await receiver.new_channel()
