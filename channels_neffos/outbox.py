@@ -114,6 +114,7 @@ class Outbox:
 
     async def publish(self, subject: str, payload: bytes, key: str | None = None) -> None:
         """Publish one encoded envelope to ``subject`` (at once, or with this turn's frames)."""
+        key = key or subject
         if self.collect(subject, payload, key):
             return
         if not self._frames and not self._turn_open:
@@ -123,7 +124,7 @@ class Outbox:
             await self._send(subject, payload, 1)
             return
         # A frame's worth is collected: hand it over with this one, then let the loop run.
-        self._add(subject, payload, key or subject)
+        self._add(subject, payload, key)
         await self.flush()
         await asyncio.sleep(0)
 

@@ -50,6 +50,14 @@ class BrokerTap:
         await self.client.aclose()
 
 
+async def connected(sender: Any, receiver: Any) -> str:
+    """A channel of ``receiver`` that one message from ``sender`` has already reached."""
+    channel: str = await receiver.new_channel()
+    await sender.send(channel, {"type": "warm-up"})
+    await asyncio.wait_for(receiver.receive(channel), 5)
+    return channel
+
+
 def layers(url: str, prefix: str, **config: Any) -> tuple[RedisChannelLayer, RedisChannelLayer]:
     return (
         RedisChannelLayer(hosts=[url], prefix=prefix, capacity=10_000, **config),
@@ -107,9 +115,7 @@ async def test_frames_stay_within_a_small_nats_max_payload() -> None:
     with NatsServer(config="max_payload: 4KB\n") as server:
         sender = NatsChannelLayer(servers=[server.url], capacity=1000)
         receiver = NatsChannelLayer(servers=[server.url], capacity=1000)
-        channel = await receiver.new_channel()
-        await sender.send(channel, {"type": "warm-up"})
-        await asyncio.wait_for(receiver.receive(channel), 5)
+        channel = await connected(sender, receiver)
         text = "z" * 1000
         for n in range(200):  # ~200 kB in one turn: frames must split at 4 KiB, not 64 KiB
             await sender.send(channel, {"type": "n", "n": n, "text": text})
@@ -178,9 +184,7 @@ async def test_frames_never_mix_processes(spec: LayerSpec) -> None:
 @pytest.mark.asyncio
 async def test_the_first_publish_of_a_turn_is_not_held_back(spec: LayerSpec) -> None:
     sender, receiver = spec.build(), spec.build()
-    channel = await receiver.new_channel()
-    await sender.send(channel, {"type": "warm-up"})
-    await asyncio.wait_for(receiver.receive(channel), 5)
+    channel = await connected(sender, receiver)
     outbox = sender._processes[asyncio.get_running_loop()].outbox
     await asyncio.sleep(0)  # a new turn
     await sender.send(channel, {"type": "alone"})
@@ -195,9 +199,7 @@ async def test_the_first_publish_of_a_turn_is_not_held_back(spec: LayerSpec) -> 
 @pytest.mark.asyncio
 async def test_an_ask_does_not_overtake_collected_sends(spec: LayerSpec) -> None:
     asker, responder = spec.build(capacity=1000), spec.build(capacity=1000)
-    channel = await responder.new_channel()
-    await asker.send(channel, {"type": "warm-up"})
-    await asyncio.wait_for(responder.receive(channel), 5)
+    channel = await connected(asker, responder)
 
     async def answer() -> list[int]:
         seen = []
@@ -246,9 +248,7 @@ async def test_replies_to_concurrent_asks_share_frames(redis_server: BrokerProce
 @pytest.mark.asyncio
 async def test_closing_sends_what_was_collected(spec: LayerSpec) -> None:
     sender, receiver = spec.build(), spec.build()
-    channel = await receiver.new_channel()
-    await sender.send(channel, {"type": "warm-up"})
-    await asyncio.wait_for(receiver.receive(channel), 5)
+    channel = await connected(sender, receiver)
     for n in range(20):
         await sender.send(channel, {"type": "n", "n": n})
     await sender.close()
