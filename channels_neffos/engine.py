@@ -66,10 +66,18 @@ def _positive_number(name: str, value: Any) -> float:
     return value
 
 
+def _check_capacity(capacity: Any) -> None:
+    if capacity is not None and (
+        isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1
+    ):
+        raise TypeError(f"capacity must be a positive integer or None, got {capacity!r}")
+
+
 class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
     """A Channels layer on a pub/sub broker. Subclasses supply the transport."""
 
-    extensions = ["groups", "flush", "ask", "exclude"]
+    #: ``capacity``: ``new_channel(prefix, capacity=N)`` gives that one channel its own capacity.
+    extensions = ["groups", "flush", "ask", "exclude", "capacity"]
 
     #: Bytes reserved for the envelope around a message body (pid, names, reply address).
     ENVELOPE_ALLOWANCE = 512
@@ -260,28 +268,35 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
             process.ensure_fetcher(channel, mailbox)
         return envelope.unpack_body(await mailbox.get())
 
-    async def new_channel(self, prefix: str = "specific") -> str:
-        """A new channel name that only this process receives on."""
+    async def new_channel(self, prefix: str = "specific", *, capacity: int | None = None) -> str:
+        """A new channel name that only this process receives on.
+
+        ``capacity`` (the ``capacity`` extension) overrides ``capacity``/``channel_capacity`` for
+        this one channel: a channel that gathers messages for many receivers (the namespaces'
+        per-process fan-out) needs more room than one consumer's.
+        """
+        _check_capacity(capacity)
         prefix = prefix.rstrip(".")
         process = await self._process()
         await process.listen()
         process.maybe_sweep()
         channel = f"{prefix}.{process.pid}!{secrets.token_hex(8)}"
         self.require_valid_channel_name(channel)
-        process.mailbox(channel)
+        process.mailbox(channel, capacity)
         return channel
 
-    async def open_channel(self, channel: str) -> None:
+    async def open_channel(self, channel: str, *, capacity: int | None = None) -> None:
         """Start receiving for a channel name that carries this process's pid, made elsewhere.
 
         ``MultiChannelLayer`` uses this so every child receives the name one child made.
         """
         self.require_valid_channel_name(channel)
+        _check_capacity(capacity)
         process = await self._process()
         if self._require_process_channel_pid(channel) != process.pid:
             raise ValueError(f"{channel!r} does not carry this process's pid")
         await process.listen()
-        process.mailbox(channel)
+        process.mailbox(channel, capacity)
 
     async def flush(self) -> None:
         """Forget this process's messages and groups, and delete stored worker queues."""

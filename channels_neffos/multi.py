@@ -77,7 +77,7 @@ class _LoopState:
 class MultiChannelLayer(BaseChannelLayer):  # type: ignore[misc]
     """Fan publishes out to several layers and merge what they deliver."""
 
-    extensions = ["groups", "flush", "ask", "exclude"]
+    extensions = ["groups", "flush", "ask", "exclude", "capacity"]
 
     def __init__(self, layers: list[dict[str, Any]] | None = None, **shared: Any) -> None:
         """``layers``: the children's ``BACKEND``/``CONFIG``. Any other option (``prefix``,
@@ -195,9 +195,13 @@ class MultiChannelLayer(BaseChannelLayer):  # type: ignore[misc]
         for child in self.children:
             await child.close()
 
-    async def new_channel(self, prefix: str = "specific") -> str:
-        channel = await self._on_first_working_child(lambda child: child.new_channel(prefix))
-        await self._on_every_child("new_channel", lambda child: child.open_channel(channel))
+    async def new_channel(self, prefix: str = "specific", *, capacity: int | None = None) -> str:
+        channel = await self._on_first_working_child(
+            lambda child: child.new_channel(prefix, capacity=capacity)
+        )
+        await self._on_every_child(
+            "new_channel", lambda child: child.open_channel(channel, capacity=capacity)
+        )
         return channel
 
     async def receive(self, channel: str) -> dict[str, Any]:

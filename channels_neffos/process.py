@@ -202,10 +202,13 @@ class LayerProcess:
 
     # -- local delivery ------------------------------------------------------------------------
 
-    def mailbox(self, channel: str) -> Mailbox:
+    def mailbox(self, channel: str, capacity: int | None = None) -> Mailbox:
+        """``channel``'s mailbox, made on first use with ``capacity`` (default: the layer's
+        ``capacity``/``channel_capacity`` for that name)."""
         mailbox = self.mailboxes.get(channel)
         if mailbox is None:
-            capacity = self.layer.get_capacity(channel)
+            if capacity is None:
+                capacity = self.layer.get_capacity(channel)
             mailbox = self.mailboxes[channel] = Mailbox(channel, capacity, self._expired)
         return mailbox
 

@@ -4,15 +4,20 @@
   ``NATIVE_MESSAGE`` is the event of plain WebSocket frames (neffos' native messages);
 * :class:`NeffosConsumer` — the WebSocket consumer speaking the neffos protocol;
 * :mod:`.server` — broadcast, send to one connection, or ask a client, from anywhere;
-* :mod:`.protocol` — the wire format; :mod:`.groups` — how namespaces and rooms map to groups.
+* :mod:`.protocol` — the wire format; :mod:`.groups` — how namespaces and rooms map to groups;
+* :mod:`.hub` — each process receives a broadcast once and writes it to its local clients;
+  :mod:`.outgoing` — each client's bounded write buffer (slow clients are closed with
+  :data:`CLOSE_SLOW_CLIENT`, counted in :data:`counters`).
 """
 
 from .consumer import NeffosConsumer
 from .namespace import NATIVE_MESSAGE, Namespace, Reject, event
+from .outgoing import CLOSE_SLOW_CLIENT, counters
 from .protocol import Message, ProtocolError
 from .server import ask, ask_sync, broadcast, broadcast_sync, send_to, send_to_sync
 
 __all__ = [
+    "CLOSE_SLOW_CLIENT",
     "NATIVE_MESSAGE",
     "Message",
     "Namespace",
@@ -23,6 +28,7 @@ __all__ = [
     "ask_sync",
     "broadcast",
     "broadcast_sync",
+    "counters",
     "event",
     "send_to",
     "send_to_sync",

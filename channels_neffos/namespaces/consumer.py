@@ -10,13 +10,24 @@
 How it works:
 
 * The connection id (``conn.ID`` in neffos.js) is the consumer's channel name, so a message for
-  one connection needs no lookup: it is sent to that channel, on whatever instance it lives.
-* Connecting to a namespace adds the channel to the group ``ns.<namespace>``; joining a room to
-  ``ns.<namespace>.r.<room>`` (see :mod:`.groups`). Leaving, disconnecting from the namespace and
-  closing the socket remove them again, and run ``on_leave``/``on_disconnect``.
+  one connection (``send_to``, a server ask) needs no lookup: it is sent to that channel, on
+  whatever instance it lives.
+* Connecting to a namespace, or joining a room, makes the connection a member of that scope in
+  this process's :mod:`hub <.hub>`, which is in the group ``ns.<namespace>`` or
+  ``ns.<namespace>.r.<room>`` (see :mod:`.groups`) and writes each broadcast to every local
+  member. Leaving, disconnecting from the namespace and closing the socket end that, and run
+  ``on_leave``/``on_disconnect``.
+* Everything written to the client goes through its bounded :mod:`outgoing <.outgoing>` buffer;
+  a client that cannot keep up is closed with code 4013 (``max_buffered_frames`` and
+  ``max_buffered_bytes`` below).
 * Frames from the client are handled one at a time, in order, by a task of their own — so a
   handler may await an answer from its own client (``self.ask``), and channel-layer messages
-  (broadcasts from other connections) keep flowing while a handler runs.
+  (``send_to`` frames, asks) keep flowing while a handler runs.
+* Database connections: Channels closes stale ones (``aclose_old_connections``, a hop to the
+  sync thread) before every message it dispatches. Here only user code gets that hop — once
+  before each event handler and each ``on_*`` hook; client frames, broadcasts, ``send_to`` frames
+  and membership bookkeeping run without it. Message types a subclass handles itself are
+  dispatched by Channels as usual.
 * A frame that is not a neffos message is answered with an ``invalid payload`` error frame and
   otherwise ignored; the connection stays open. If a namespace accepts native messages (the empty
   namespace with a ``NATIVE_MESSAGE`` handler), such a frame is a native message instead.
@@ -40,17 +51,20 @@ import dataclasses
 import itertools
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
+from channels.db import aclose_old_connections
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from .._drops import RateLimitedLog
 from ..exceptions import AskError, AskTimeout
 from . import protocol
-from .groups import namespace_group, room_group
+from .hub import Hub, hub_for
 from .namespace import NATIVE_MESSAGE, Namespace, Reject
+from .outgoing import Outgoing
 from .protocol import Message, ProtocolError
-from .server import frame_message, send_frame_to_group
+from .server import ASK_TYPE, FRAME_TYPE, frame_message, send_frame_to_group
 
 logger = logging.getLogger("channels_neffos.namespaces")
 #: Client frames that get no handler: logged at INFO, at most one line per kind per 10 s.
@@ -64,12 +78,20 @@ INVALID_PAYLOAD = "invalid payload"
 FORCED_REQUEST_TIMEOUT = 10.0
 #: WebSocket close code when a native-only client's ``on_connect`` is refused (policy violation).
 CLOSE_REFUSED = 1008
+#: Messages whose handlers run no user code: dispatched without a database-connection hop.
+_FRAMEWORK_MESSAGES = frozenset(("websocket.receive", FRAME_TYPE, ASK_TYPE))
 
 
 class NeffosConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     """Set ``namespaces`` to the :class:`Namespace` subclasses clients may connect to."""
 
     namespaces: ClassVar[list[type[Namespace]]] = []
+    _outgoing: Outgoing | None = None  # set once the WebSocket is accepted
+    #: Frames that may wait to be written to one client before it counts as too slow and is
+    #: closed with code 4013 (see :mod:`.outgoing`).
+    max_buffered_frames: ClassVar[int] = 4096
+    #: Bytes (characters, for text frames) that may wait to be written to one client.
+    max_buffered_bytes: ClassVar[int] = 1 << 20
 
     async def on_handshake(self) -> None:
         """The client said hello. Raise :class:`Reject` to refuse the whole connection."""
@@ -85,6 +107,49 @@ class NeffosConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     # -- lifecycle -----------------------------------------------------------------------------
 
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        if message["type"] in _FRAMEWORK_MESSAGES:
+            await getattr(self, message["type"].replace(".", "_"))(message)
+        else:
+            await super().dispatch(message)
+
+    async def _user_code(self, hook: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        """Run a user hook or handler with Django's database-connection hygiene."""
+        await aclose_old_connections()
+        return await hook(*args)
+
+    async def accept(self, *args: Any, **kwargs: Any) -> None:
+        await super().accept(*args, **kwargs)
+        self._outgoing = Outgoing(
+            self.base_send,
+            self.connection_id,
+            max_frames=self.max_buffered_frames,
+            max_bytes=self.max_buffered_bytes,
+        )
+
+    async def send(
+        self, text_data: str | None = None, bytes_data: bytes | None = None, close: Any = False
+    ) -> None:
+        """Write a frame to the client, after the frames already waiting (see :mod:`.outgoing`)."""
+        if self._outgoing is None:
+            await super().send(text_data, bytes_data, close)
+            return
+        if text_data is not None:
+            self._outgoing.push(text_data)
+        elif bytes_data is not None:
+            self._outgoing.push(bytes_data)
+        else:
+            raise ValueError("You must pass one of bytes_data or text_data")
+        if close:
+            await self.close(close)
+
+    async def close(self, code: Any = None, reason: str | None = None) -> None:
+        """Close the WebSocket once the frames already waiting have been written."""
+        if self._outgoing is None:
+            await super().close(code, reason)
+        else:
+            self._outgoing.close(None if code is True else code, reason)
+
     async def connect(self) -> None:
         self.connection_id: str = self.channel_name
         self.connected_namespaces: dict[str, Namespace] = {}
@@ -95,6 +160,7 @@ class NeffosConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self._tokens = itertools.count()
         self._tasks: set[asyncio.Task[None]] = set()
         self._handler_task: asyncio.Task[None] | None = None
+        self._hub: Hub = hub_for(self.channel_layer)
         self._native_only = self.native_only()
         self._accepts_native = any(ns.accepts_native_messages() for ns in self.namespaces)
         if self._native_only:
@@ -104,7 +170,7 @@ class NeffosConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     async def _open_native_only(self) -> None:
         try:
-            await self.on_handshake()
+            await self.on_handshake()  # connect() itself was dispatched with the hygiene hop
         except Reject as refusal:
             logger.info("native connection %s refused: %s", self.connection_id, refusal)
             await self.close()  # before accept: the WebSocket handshake is refused (403)
@@ -120,6 +186,8 @@ class NeffosConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             await self.close(code=CLOSE_REFUSED)
 
     async def disconnect(self, code: int) -> None:
+        if self._outgoing is not None:
+            await self._outgoing.discard()
         tasks = [*self._tasks, *([self._handler_task] if self._handler_task else [])]
         for task in tasks:
             task.cancel()
@@ -176,7 +244,7 @@ class NeffosConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             await self.close(code=1002)  # neffos.js always says "M" first
             return
         try:
-            await self.on_handshake()
+            await self._user_code(self.on_handshake)
         except Reject as refusal:
             await self.send(text_data=protocol.ACK_REFUSED + str(refusal))
             await self.close()
@@ -219,7 +287,7 @@ class NeffosConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         method_name = namespace.events.get(event)
         handler = getattr(namespace, method_name) if method_name else namespace.on_event
         try:
-            result = await handler(message)
+            result = await self._user_code(handler, message)
         except Reject as refusal:
             if message.is_native:  # a native client has no way to read an error frame
                 _dropped_frames(
@@ -250,7 +318,7 @@ class NeffosConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                     raise Reject(protocol.ERR_BAD_NAMESPACE)
                 if request.event == protocol.ON_ROOM_JOIN:
                     if request.room not in namespace.rooms:
-                        await namespace.on_join(request.room)
+                        await self._user_code(namespace.on_join, request.room)
                         await self._add_room(namespace, request.room)
                 elif request.room in namespace.rooms:
                     await self._drop_room(namespace, request.room)
@@ -269,39 +337,44 @@ class NeffosConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     async def _connect_namespace(self, namespace: Namespace) -> None:
         try:
-            await namespace.on_connect()
+            await self._user_code(namespace.on_connect)
+            await self._join_scope(namespace.name, "")
         except BaseException:
             for room in namespace.rooms:  # joined by on_connect before it refused
-                await self.channel_layer.group_discard(
-                    room_group(namespace.name, room), self.channel_name
-                )
+                await self._hub.leave((namespace.name, room), self.connection_id)
             raise
-        await self.channel_layer.group_add(namespace_group(namespace.name), self.channel_name)
         self.connected_namespaces[namespace.name] = namespace
 
     # -- membership bookkeeping ----------------------------------------------------------------
 
+    async def _join_scope(self, namespace: str, room: str) -> None:
+        if self._outgoing is None:
+            raise RuntimeError("a connection joins namespaces and rooms only once accepted")
+        await self._hub.join((namespace, room), self.connection_id, self._outgoing)
+
     async def _add_room(self, namespace: Namespace, room: str) -> None:
-        await self.channel_layer.group_add(room_group(namespace.name, room), self.channel_name)
+        await self._join_scope(namespace.name, room)
         namespace.rooms.add(room)
 
     async def _drop_room(self, namespace: Namespace, room: str) -> None:
         namespace.rooms.discard(room)
-        await self.channel_layer.group_discard(room_group(namespace.name, room), self.channel_name)
-        await namespace.on_leave(room)
+        await self._hub.leave((namespace.name, room), self.connection_id)
+        await self._user_code(namespace.on_leave, room)
 
     async def _drop_namespace(self, namespace: Namespace) -> None:
         for room in list(namespace.rooms):
             await self._drop_room(namespace, room)
         self.connected_namespaces.pop(namespace.name, None)
-        await self.channel_layer.group_discard(namespace_group(namespace.name), self.channel_name)
-        await namespace.on_disconnect()
+        await self._hub.leave((namespace.name, ""), self.connection_id)
+        await self._user_code(namespace.on_disconnect)
 
     # -- writing to this client ----------------------------------------------------------------
 
     async def write(self, message: Message) -> None:
         frame = protocol.serialize(message)
-        if isinstance(frame, bytes):
+        if self._outgoing is not None:
+            self._outgoing.push(frame)
+        elif isinstance(frame, bytes):
             await self.send(bytes_data=frame)
         else:
             await self.send(text_data=frame)
@@ -338,17 +411,14 @@ class NeffosConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         await self.channel_layer.send(connection_id, frame_message(message))
 
     async def neffos_frame(self, payload: dict[str, Any]) -> None:
-        """A frame from a broadcast or send_to: deliver it if this client may see it."""
-        if payload.get("exclude") == self.connection_id:
-            return
+        """A frame sent to this connection (``send_to``): write it if this client may see it.
+
+        Broadcasts do not come this way: the process's hub writes them (see :mod:`.hub`)."""
         namespace = self.connected_namespaces.get(payload["namespace"])
         if namespace is None or (payload["room"] and payload["room"] not in namespace.rooms):
             return  # neffos' write check: not connected to that namespace / not in that room
-        frame = payload["frame"]
-        if isinstance(frame, bytes):
-            await self.send(bytes_data=frame)
-        else:
-            await self.send(text_data=frame)
+        if self._outgoing is not None:
+            self._outgoing.push(payload["frame"])
 
     async def neffos_ask(self, request: dict[str, Any]) -> None:
         """Another instance asks this client; answer it without blocking this consumer."""

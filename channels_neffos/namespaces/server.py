@@ -8,8 +8,10 @@ Everything goes through the channel layer, so it works across server instances:
 * :func:`ask` — ask one connection's client and await its answer.
 
 Each has a ``*_sync`` twin for synchronous code (views, signals, Celery). A frame is serialized
-once, by the sender; receiving consumers deliver it only if their client is connected to the
-namespace (and has joined the room, for room events), as neffos does.
+once, by the sender. A broadcast reaches each server process once, and that process's
+:mod:`hub <.hub>` writes it to the local clients connected to the namespace (and joined to the
+room, for room events), as neffos does; ``exclude`` travels in the message and is honoured by
+every hub.
 """
 
 from __future__ import annotations
@@ -66,12 +68,8 @@ async def send_frame_to_group(layer: Any, message: Message, exclude: str | None)
         if message.room
         else (namespace_group(message.namespace))
     )
-    payload = frame_message(message, exclude)
-    if exclude is not None and "exclude" in getattr(layer, "extensions", ()):
-        # Filtered by the layer in every process: the excluded consumer is not even woken.
-        await layer.group_send(group, payload, exclude=exclude)
-    else:
-        await layer.group_send(group, payload)  # the consumer checks "exclude" itself
+    # The group's members are the processes' hubs; each hub skips ``exclude`` itself.
+    await layer.group_send(group, frame_message(message, exclude))
 
 
 async def send_to(

@@ -2,7 +2,7 @@
 
 Client events (see static/chat/app.js): ``chat`` (a room message, broadcast to the room's other
 members), ``whoami`` (ask: your connection id), ``who`` (ask: who is in a room, gathered from
-every instance), ``whisper`` (to one connection id), ``poke`` (the server asks another client
+every instance through a group of the chat's own, ``who.<room hash>``), ``whisper`` (to one connection id), ``poke`` (the server asks another client
 "ping" and returns its answer). Joining the room ``closed`` is refused.
 
 ``ws/native?room=<room>`` is for plain WebSocket clients (no neffos.js, e.g. ``websocat``): every
@@ -13,6 +13,7 @@ instance — neffos' native messages.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import secrets
 from typing import Any
@@ -27,10 +28,16 @@ from channels_neffos.namespaces import (
     event,
 )
 from channels_neffos.namespaces import server as neffos_server
-from channels_neffos.namespaces.groups import room_group
 
 #: How long "who" listens for answers from the other instances.
 PRESENCE_WINDOW = 0.3
+
+
+def presence_group(room: str) -> str:
+    """The group whose members answer "who is in ``room``": each member consumer itself.
+
+    (The namespace's own room groups hold one hub per process, which writes frames only.)"""
+    return "who." + hashlib.sha256(room.encode()).hexdigest()[:40]
 
 
 class Chat(Namespace):
@@ -43,9 +50,13 @@ class Chat(Namespace):
     async def on_join(self, room: str) -> None:
         if room == "closed":
             raise Reject("this room is closed")
+        layer = self.connection.channel_layer
+        await layer.group_add(presence_group(room), self.connection.channel_name)
         await self.broadcast("notice", f"{self.nickname} joined {room}", room=room)
 
     async def on_leave(self, room: str) -> None:
+        layer = self.connection.channel_layer
+        await layer.group_discard(presence_group(room), self.connection.channel_name)
         await self.broadcast("notice", f"{self.nickname} left {room}", room=room)
 
     @event("chat")
@@ -96,7 +107,7 @@ class ChatConsumer(NeffosConsumer):
             "reply_to": self.channel_name,
         }
         try:
-            await self.channel_layer.group_send(room_group(Chat.name, room), query)
+            await self.channel_layer.group_send(presence_group(room), query)
             await asyncio.sleep(PRESENCE_WINDOW)
         finally:
             del self._presence[token]

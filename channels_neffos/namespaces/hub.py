@@ -1,0 +1,211 @@
+"""Process-level fan-out: one layer channel per process receives every broadcast for its clients.
+
+A :class:`Hub` lives per channel layer and event loop — one per server process. It knows which
+local connections are in which namespace and room, and it, not each connection, is the member of
+the Channels groups ``ns.<namespace>`` and ``ns.<namespace>.r.<room>`` (see :mod:`.groups`):
+
+* **Once per process.** A broadcast (:func:`.server.broadcast`, ``Namespace.broadcast``) is one
+  ``group_send`` of a frame the sender serialized once. Each process with members receives it
+  once, on the hub's channel, and pushes that same frame to every local member's
+  :class:`~.outgoing.Outgoing` — no per-connection mailbox, ``receive()`` or ``dispatch()``.
+* **Checks.** Only connections connected to the namespace (and, for a room event, joined to the
+  room) are members of that scope here: neffos' write check. The excluded connection (the
+  sender, unless ``include_self``) is skipped on every instance.
+* **Membership.** ``join`` returns once the process is in the group (so a broadcast sent anywhere
+  afterwards reaches the connection); ``leave`` stops delivery at once. The hub joins a group
+  when its first local member arrives and leaves it with its last; it renews its memberships
+  every ``group_expiry / 2`` seconds, so long-lived connections never expire. The hub's channel
+  and its reader task exist only while the hub has members: nothing outlives the connections.
+* **Order and loss** are the channel layer's: at-most-once, FIFO per sender (see
+  ``docs/semantics.rst``). The hub's channel holds :data:`HUB_CAPACITY` messages; it is drained
+  without awaiting any client, so it only fills if this process cannot keep up at all (drops are
+  counted by the layer as ``channel_full``).
+
+Messages of other types sent to these groups reach no consumer: they are dropped, counted in
+``namespaces.counters["not_a_frame"]`` and logged (rate-limited). Send neffos frames with :mod:`.server`, or use a group of your own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from typing import Any
+
+from .._drops import RateLimitedLog
+from .groups import namespace_group, room_group
+from .outgoing import Outgoing, counters
+from .server import FRAME_TYPE
+
+logger = logging.getLogger("channels_neffos.namespaces")
+_unexpected = RateLimitedLog(logger, logging.WARNING)
+
+#: Messages the hub's channel holds (the ``capacity`` extension; a whole process's broadcasts).
+HUB_CAPACITY = 10_000
+_CHANNEL_PREFIX = "neffos.hub"
+#: (namespace, room): ``room`` is ``""`` for the namespace itself.
+Scope = tuple[str, str]
+
+_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Any, Hub]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def hub_for(layer: Any) -> Hub:
+    """The hub of ``layer`` on the running event loop."""
+    hubs = _hubs.setdefault(asyncio.get_running_loop(), {})
+    hub = hubs.get(layer)
+    if hub is None:
+        hub = hubs[layer] = Hub(layer)
+    return hub
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    # Callers that await the task see the error too; this covers a clean-up nobody awaits.
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("namespaces hub: changing a group membership failed: %r", task.exception())
+
+
+def _group(scope: Scope) -> str:
+    namespace, room = scope
+    return room_group(namespace, room) if room else namespace_group(namespace)
+
+
+class Hub:
+    """Local members by scope, and the layer channel that receives their broadcasts."""
+
+    def __init__(self, layer: Any) -> None:
+        self.layer = layer
+        #: scope -> {connection id -> its outgoing frames}
+        self.members: dict[Scope, dict[str, Outgoing]] = {}
+        #: scope -> (its group, the hub channel that is in it)
+        self._joined: dict[Scope, tuple[str, str]] = {}
+        #: scope -> the task bringing the layer's membership in line with ``members``
+        self._settling: dict[Scope, asyncio.Task[None]] = {}
+        self._channel: str | None = None
+        self._starting: asyncio.Future[str] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- membership ------------------------------------------------------------------------
+
+    async def join(self, scope: Scope, connection_id: str, outgoing: Outgoing) -> None:
+        """Deliver ``scope``'s broadcasts to ``outgoing`` from now on, on every instance."""
+        self.members.setdefault(scope, {})[connection_id] = outgoing
+        try:
+            await asyncio.shield(self._settle(scope))
+        except BaseException:
+            if self._forget(scope, connection_id):
+                self._settle(scope)
+            raise
+
+    async def leave(self, scope: Scope, connection_id: str) -> None:
+        """Stop delivering ``scope``'s broadcasts to this connection (at once)."""
+        if self._forget(scope, connection_id):
+            await asyncio.shield(self._settle(scope))
+
+    def _forget(self, scope: Scope, connection_id: str) -> bool:
+        """Remove the member; ``True`` if that left ``scope`` without local members."""
+        members = self.members.get(scope)
+        if members is None or members.pop(connection_id, None) is None or members:
+            return False
+        del self.members[scope]
+        return True
+
+    def _settle(self, scope: Scope) -> asyncio.Task[None]:
+        """Join or leave ``scope``'s group until that matches whether it has local members.
+
+        One task per scope at a time; a caller that changed ``members`` while that task runs
+        still gets its change applied, because the task checks again before it ends.
+        """
+        task = self._settling.get(scope)
+        if task is None:
+            task = self._settling[scope] = asyncio.ensure_future(self._settle_scope(scope))
+            task.add_done_callback(_log_failure)
+        return task
+
+    async def _settle_scope(self, scope: Scope) -> None:
+        try:
+            while True:
+                wanted = scope in self.members
+                joined = self._joined.get(scope)
+                if wanted and joined is None:
+                    channel = await self._channel_ready()
+                    group = _group(scope)
+                    await self.layer.group_add(group, channel)
+                    self._joined[scope] = (group, channel)
+                elif not wanted and joined is not None:
+                    del self._joined[scope]
+                    await self.layer.group_discard(*joined)
+                else:
+                    return
+        finally:
+            del self._settling[scope]
+            self._stop_if_idle()
+
+    # -- the hub's channel ---------------------------------------------------------------------
+
+    async def _channel_ready(self) -> str:
+        if self._channel is not None:
+            return self._channel
+        if self._starting is None:
+            self._starting = asyncio.ensure_future(self._start())
+        return await asyncio.shield(self._starting)
+
+    async def _start(self) -> str:
+        try:
+            if "capacity" in getattr(self.layer, "extensions", ()):
+                channel: str = await self.layer.new_channel(_CHANNEL_PREFIX, capacity=HUB_CAPACITY)
+            else:
+                channel = await self.layer.new_channel(_CHANNEL_PREFIX)
+        finally:
+            self._starting = None
+        self._channel = channel
+        self._tasks = [
+            asyncio.ensure_future(self._read(channel)),
+            asyncio.ensure_future(self._renew_memberships()),
+        ]
+        return channel
+
+    def _stop_if_idle(self) -> None:
+        """No members and no groups: end the reader; a later join starts a new channel."""
+        if self.members or self._joined or self._settling:
+            return
+        for task in self._tasks:
+            task.cancel()
+        self._tasks = []
+        self._channel = None
+
+    async def _read(self, channel: str) -> None:
+        receive = self.layer.receive
+        while True:
+            message = await receive(channel)
+            try:
+                self._fan_out(message)
+            except Exception:  # a malformed message must not end the reader
+                logger.exception("the namespaces hub could not deliver a message")
+
+    def _fan_out(self, message: dict[str, Any]) -> None:
+        if message.get("type") != FRAME_TYPE:
+            counters["not_a_frame"] += 1
+            _unexpected(
+                "type",
+                "%d message(s) sent to a namespace group were dropped: namespace groups carry "
+                "neffos frames only (latest type: %r); use namespaces.server to reach clients",
+                message.get("type"),
+            )
+            return
+        members = self.members.get((message["namespace"], message["room"]))
+        if not members:
+            return
+        frame = message["frame"]
+        exclude = message.get("exclude")
+        for connection_id, outgoing in members.items():
+            if connection_id != exclude:
+                outgoing.push(frame)
+
+    async def _renew_memberships(self) -> None:
+        interval = float(getattr(self.layer, "group_expiry", 86400)) / 2
+        while True:
+            await asyncio.sleep(interval)
+            for group, channel in list(self._joined.values()):
+                await self.layer.group_add(group, channel)
