@@ -1,4 +1,4 @@
-"""Starting testproject instances (daphne processes), shared by the demo and the e2e tests."""
+"""Starting testproject instances (daphne or uvicorn processes), for the demo and the e2e tests."""
 
 from __future__ import annotations
 
@@ -23,21 +23,44 @@ def instance_environment(base: dict[str, str]) -> dict[str, str]:
     }
 
 
-def start_instance(
-    name: str, port: int, env: dict[str, str], output: IO[bytes] | None = None
-) -> subprocess.Popen[bytes]:
-    """Start daphne serving testproject on 127.0.0.1:``port`` as instance ``name``."""
-    return subprocess.Popen(
-        [
+#: The ASGI servers an instance can run under.
+SERVERS = ("daphne", "uvicorn")
+
+
+def server_command(server: str, port: int) -> list[str]:
+    """The command line serving testproject on 127.0.0.1:``port`` with ``server``."""
+    application = "testproject.asgi:application"
+    if server == "daphne":
+        return [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), application]
+    if server == "uvicorn":
+        return [
             sys.executable,
             "-m",
-            "daphne",
-            "-b",
+            "uvicorn",
+            application,
+            "--host",
             "127.0.0.1",
-            "-p",
+            "--port",
             str(port),
-            "testproject.asgi:application",
-        ],
+            "--log-level",
+            "info",
+        ]
+    raise ValueError(f"server must be one of {SERVERS}, not {server!r}")
+
+
+def start_instance(
+    name: str,
+    port: int,
+    env: dict[str, str],
+    output: IO[bytes] | None = None,
+    server: str = "daphne",
+) -> subprocess.Popen[bytes]:
+    """Start ``server`` (daphne or uvicorn) serving testproject on 127.0.0.1:``port``.
+
+    The process is the server itself (no reloader, no workers), so its pid is the instance's.
+    """
+    return subprocess.Popen(
+        server_command(server, port),
         cwd=HERE,
         env={**env, "INSTANCE_NAME": name},
         stdout=output,

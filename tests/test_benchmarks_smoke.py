@@ -37,3 +37,32 @@ def test_the_profiles_of_workload_a_are_written(tmp_path: Path) -> None:
         assert "messages:" in text.splitlines()[0]
         assert "channels_neffos" in text  # our frames show in the call tree
         assert path.with_suffix(".html").exists()
+
+
+def test_end_to_end_benchmark_runs(tmp_path: Path) -> None:
+    """A tiny python -m benchmarks.e2e: raw, one plain-Channels peer and our namespaces."""
+    from benchmarks.e2e.__main__ import main as e2e_main
+    from benchmarks.e2e.subjects import NS_NATS, NS_REDIS, RAW, SERVERS
+
+    tiny = ["--subjects", "raw,redis-pubsub,ns-redis,ns-nats", "--clients", "3", "--messages", "2"]
+    document = e2e_main(["--quick", "--out", str(tmp_path), *tiny])
+    results = document["results"]
+    assert set(results) == {RAW, "channels_redis pubsub", NS_REDIS, NS_NATS}
+    assert not document["errors"], document["errors"]
+    for subject, by_server in results.items():
+        assert set(by_server) == set(SERVERS), subject
+        for server, run in by_server.items():
+            assert run["burst"]["received"] > 0, (subject, server, run)
+            assert run["paced"]["received"] > 0, (subject, server, run)
+            assert max(run["rss_peak_mb"]) > 0, (subject, server, run)
+    for subject in (NS_REDIS, NS_NATS):
+        for server in SERVERS:
+            burst = results[subject][server]["burst"]
+            assert burst["expected"] == 6 * 5 * 2, burst  # 6 clients, 5 others each, 2 messages
+            assert (burst["loss"], burst["duplicates"], burst["order_violations"]) == (0, 0, 0)
+            assert results[subject][server]["paced"]["loss"] == 0
+    assert len(document["targets"]) == 16
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["results"][NS_NATS]["uvicorn"]["burst"]["deliveries_per_s"] > 0
+    assert (tmp_path / "targets.rst").read_text().startswith(".. list-table::")
+    assert {p.name for p in tmp_path.glob("*.png")} == {"deliveries.png", "latency.png"}

@@ -137,7 +137,9 @@ async def test_a_process_is_one_group_member_however_many_clients(
 
 
 @pytest.mark.asyncio
-async def test_the_sender_is_excluded_on_every_instance(any_spec: LayerSpec, clients: Clients) -> None:
+async def test_the_sender_is_excluded_on_every_instance(
+    any_spec: LayerSpec, clients: Clients
+) -> None:
     sender, here = await clients.open("r"), await clients.open("r")
     await sender.emit("shout;r;say;0;0;from me")
     assert await here.frame() == Message("shout", "r", "said", "from me")
@@ -148,7 +150,9 @@ async def test_the_sender_is_excluded_on_every_instance(any_spec: LayerSpec, cli
 
     # A broadcast that names an exclusion, from another process, is honoured by this one.
     other_instance = any_spec.build()
-    await neffos_server.broadcast("shout", "x", "y", room="r", exclude=here.id, layer=other_instance)
+    await neffos_server.broadcast(
+        "shout", "x", "y", room="r", exclude=here.id, layer=other_instance
+    )
     assert (await sender.frame()).event == "x"
     assert await here.nothing()
     await other_instance.close()

@@ -23,14 +23,17 @@ class GatedServer:
         self.sent: list[dict[str, Any]] = []
         self.gate = asyncio.Event()
         self.gate.set()
+        self._changed = asyncio.Event()
 
     async def send(self, message: dict[str, Any]) -> None:
         await self.gate.wait()
         self.sent.append(message)
+        self._changed.set()
 
     async def wait_for(self, count: int) -> None:
         while len(self.sent) < count:
-            await asyncio.sleep(0.001)
+            self._changed.clear()
+            await asyncio.wait_for(self._changed.wait(), 2)
 
 
 @pytest.mark.asyncio
@@ -99,16 +102,46 @@ async def test_discard_stops_the_writer_and_drops_what_waits() -> None:
     assert server.sent == []
 
 
-class DaphneLikeProtocol:
-    """Stands in for daphne's protocol: the real one needs a Twisted socket (see the e2e test)."""
+class Recorder:
+    """Records the producer calls Twisted would make on daphne's own producer."""
 
     def __init__(self) -> None:
-        self.producer: Any = None
-        self.written: list[dict[str, Any]] = []
+        self.calls: list[str] = []
 
-    def registerProducer(self, producer: Any, streaming: bool) -> None:  # noqa: N802
+    def pauseProducing(self) -> None:
+        self.calls.append("pause")
+
+    def resumeProducing(self) -> None:
+        self.calls.append("resume")
+
+    def stopProducing(self) -> None:
+        self.calls.append("stop")
+
+
+class TwistedLikeTransport:
+    """Twisted's producer bookkeeping on a socket (the real one is in tests/e2e/test_fanout.py)."""
+
+    def __init__(self) -> None:
+        self.producer: Any = Recorder()  # daphne leaves the HTTP channel registered
+        self.aborted = False
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        if self.producer is not None:
+            raise RuntimeError("Cannot register producer: previous one never unregistered")
         assert streaming
         self.producer = producer
+
+    def unregisterProducer(self) -> None:
+        self.producer = None
+
+    def abortConnection(self) -> None:
+        self.aborted = True
+
+
+class DaphneLikeProtocol:
+    def __init__(self) -> None:
+        self.transport = TwistedLikeTransport()
+        self.written: list[dict[str, Any]] = []
 
 
 class DaphneLikeServer:
@@ -119,24 +152,62 @@ class DaphneLikeServer:
 @pytest.mark.asyncio
 async def test_under_daphne_the_writer_pauses_while_twisted_buffers() -> None:
     protocol = DaphneLikeProtocol()
+    http_channel = protocol.transport.producer
     send = functools.partial(DaphneLikeServer().handle_reply, protocol)
     outgoing = Outgoing(send, "daphne", max_frames=3, max_bytes=100)
-    assert protocol.producer is not None, "a push producer is registered on daphne's protocol"
+    producer = protocol.transport.producer
+    assert producer is not http_channel, "a push producer of ours watches the socket"
     outgoing.push("a")
     await asyncio.sleep(0.01)
     assert len(protocol.written) == 1
-    protocol.producer.pauseProducing()  # Twisted: more than 64 KiB wait for the socket
+    producer.pauseProducing()  # Twisted: more than 64 KiB wait for the socket
     outgoing.push("b")
     outgoing.push("c")
     await asyncio.sleep(0.01)
     assert len(protocol.written) == 1 and outgoing.buffered[0] == 2
-    protocol.producer.resumeProducing()
+    producer.resumeProducing()
     await asyncio.sleep(0.01)
     assert [m["text"] for m in protocol.written] == ["a", "b", "c"]
-    protocol.producer.pauseProducing()
+    assert http_channel.calls == ["pause", "resume"], "daphne's own producer is still told"
+    producer.pauseProducing()
     for frame in "defg":
         outgoing.push(frame)
     assert outgoing.state is State.CLOSED, "the bound holds while Twisted is full"
     await asyncio.sleep(0.01)
     assert protocol.written[-1] == {"type": "websocket.close", "code": CLOSE_SLOW_CLIENT}
+    await outgoing.discard()
+
+
+class AsyncioLikeTransport:
+    def __init__(self) -> None:
+        self.aborted = False
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+class UvicornLikeProtocol:
+    """uvicorn's send waits while the socket is not writable, the close included."""
+
+    def __init__(self) -> None:
+        self.transport = AsyncioLikeTransport()
+        self.writable = asyncio.Event()
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self.writable.wait()
+
+
+@pytest.mark.asyncio
+async def test_a_slow_client_whose_server_takes_no_close_is_aborted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("channels_neffos.namespaces.outgoing.CLOSE_TIMEOUT", 0.05)
+    protocol = UvicornLikeProtocol()
+    outgoing = Outgoing(protocol.send, "zombie", max_frames=1, max_bytes=100)
+    outgoing.push("a")
+    outgoing.push("b")
+    outgoing.push("c")
+    assert outgoing.state is State.CLOSED
+    await asyncio.sleep(0.2)
+    assert protocol.transport.aborted, "the connection is dropped, not left open"
     await outgoing.discard()

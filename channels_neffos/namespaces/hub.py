@@ -22,7 +22,8 @@ the Channels groups ``ns.<namespace>`` and ``ns.<namespace>.r.<room>`` (see :mod
   counted by the layer as ``channel_full``).
 
 Messages of other types sent to these groups reach no consumer: they are dropped, counted in
-``namespaces.counters["not_a_frame"]`` and logged (rate-limited). Send neffos frames with :mod:`.server`, or use a group of your own.
+``namespaces.counters["not_a_frame"]`` and logged (rate-limited). Send neffos frames with
+:mod:`.server`, or use a group of your own.
 """
 
 from __future__ import annotations

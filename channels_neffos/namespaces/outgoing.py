@@ -19,11 +19,13 @@ What "waiting here" means depends on the server, because ASGI has no back-pressu
 
 * uvicorn's ``send`` waits while the socket's buffer is above its high-water mark, so the frames
   a slow client has not read wait in this buffer.
+  uvicorn takes the close frame only once the client reads again, so if it has not taken it
+  within :data:`CLOSE_TIMEOUT` seconds the connection is aborted (the client sees 1006).
 * daphne's ``send`` returns at once and Twisted buffers without bound. Where the ASGI ``send``
   leads to daphne's protocol (directly, or through Channels' session middleware), this module
-  registers a Twisted push producer on it, so the writer pauses while Twisted holds more than its
-  64 KiB buffer and the frames wait here instead. Behind other ``send`` wrappers it cannot pause,
-  and daphne's own buffer is unbounded, as it is for every daphne application.
+  registers a Twisted push producer on its socket, so the writer pauses while Twisted holds more
+  than its 64 KiB buffer and the frames wait here instead. Behind other ``send`` wrappers it
+  cannot pause, and daphne's own buffer is unbounded, as it is for every daphne application.
 """
 
 from __future__ import annotations
@@ -143,11 +145,16 @@ class Outgoing:
         self._closer = asyncio.ensure_future(self._send_close(CLOSE_SLOW_CLIENT))
 
     async def _send_close(self, code: int) -> None:
+        close = {"type": "websocket.close", "code": code}
         try:
-            close = {"type": "websocket.close", "code": code}
             await asyncio.wait_for(self._send(close), CLOSE_TIMEOUT)
-        except Exception as exc:  # gone already, or the server would not take it in time
-            logger.info("closing slow client %s: %r", self.name, exc)
+        except asyncio.TimeoutError:
+            # uvicorn takes a close only once the client reads again: drop the connection
+            # instead, or it would stay open (and in its rooms) for as long as the client lives.
+            if not _abort(self._send):
+                logger.warning("slow client %s: the server took no close frame", self.name)
+        except Exception as exc:  # the socket is gone already
+            logger.debug("closing slow client %s: %r", self.name, exc)
 
     async def _write(self) -> None:
         frames = self._frames
@@ -181,56 +188,81 @@ class Outgoing:
             self._bytes = 0
 
 
-# -- daphne -------------------------------------------------------------------------------------
+# -- reaching the server behind the ASGI send ------------------------------------------------
 
 
-class _PauseWhileBuffered:
-    """A Twisted push producer whose only job is to tell the writer when to pause."""
+def _server_protocol(send: Any) -> Any:
+    """The ASGI server's protocol object for this connection, or ``None``.
 
-    def __init__(self) -> None:
-        self.writable = asyncio.Event()
-        self.writable.set()
-
-    def pauseProducing(self) -> None:  # Twisted names (IPushProducer)
-        self.writable.clear()
-
-    def resumeProducing(self) -> None:
-        self.writable.set()
-
-    def stopProducing(self) -> None:  # the connection is gone: stop waiting
-        self.writable.set()
-
-
-def _daphne_protocol(send: Any) -> Any:
-    """daphne's protocol behind an ASGI ``send``, or ``None``.
-
-    daphne passes ``functools.partial(server.handle_reply, protocol)``; Channels' session
-    middleware wraps it in a bound method of an object keeping the original as ``real_send``.
+    daphne passes ``functools.partial(server.handle_reply, protocol)``; uvicorn passes its
+    protocol's bound ``send``; Channels' session middleware wraps either in a bound method of
+    an object that keeps the original as ``real_send``.
     """
     for _ in range(8):
         if isinstance(send, functools.partial):
-            if (
-                getattr(send.func, "__name__", "") == "handle_reply"
-                and send.args
-                and hasattr(send.args[0], "registerProducer")
-            ):
+            if getattr(send.func, "__name__", "") == "handle_reply" and send.args:
                 return send.args[0]
             return None
-        send = getattr(getattr(send, "__self__", None), "real_send", None)
-        if send is None:
-            return None
+        owner = getattr(send, "__self__", None)
+        inner = getattr(owner, "real_send", None)
+        if inner is None:
+            return owner if hasattr(owner, "transport") else None
+        send = inner
     return None
 
 
+def _abort(send: AsgiSend) -> bool:
+    """Drop the connection under ``send`` at once (asyncio or Twisted transport), if we can."""
+    transport = getattr(_server_protocol(send), "transport", None)
+    for method in ("abort", "abortConnection"):
+        abort = getattr(transport, method, None)
+        if callable(abort):
+            abort()
+            return True
+    return False
+
+
+class _PauseWhileBuffered:
+    """A Twisted push producer that tells the writer when to pause.
+
+    It takes the place of the producer already on the socket (daphne leaves Twisted's
+    ``HTTPChannel`` there when it upgrades a connection) and passes every call on to it, so that
+    what that producer did — stop reading from a client that does not read — still happens.
+    """
+
+    def __init__(self, previous: Any) -> None:
+        self.previous = previous
+        self.writable = asyncio.Event()
+        self.writable.set()
+
+    def pauseProducing(self) -> None:  # Twisted's names (IPushProducer)
+        self.writable.clear()
+        if self.previous is not None:
+            self.previous.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.writable.set()
+        if self.previous is not None:
+            self.previous.resumeProducing()
+
+    def stopProducing(self) -> None:  # the connection is gone: stop waiting
+        self.writable.set()
+        if self.previous is not None:
+            self.previous.stopProducing()
+
+
 def _daphne_flow_control(send: AsgiSend) -> asyncio.Event | None:
-    """An event that is clear while daphne's buffer for this socket is full, if we can tell."""
-    protocol = _daphne_protocol(send)
-    if protocol is None:
-        return None
-    producer = _PauseWhileBuffered()
+    """An event that is clear while Twisted's buffer for this socket is full (daphne only)."""
+    transport: Any = getattr(_server_protocol(send), "transport", None)
+    if not callable(getattr(transport, "registerProducer", None)):
+        return None  # not Twisted: uvicorn's send waits by itself
     try:
-        protocol.registerProducer(producer, True)
-    except Exception as exc:  # e.g. someone else registered a producer on that socket
-        logger.info("cannot watch daphne's write buffer of a connection: %r", exc)
+        previous = getattr(transport, "producer", None)
+        if previous is not None:
+            transport.unregisterProducer()
+        producer = _PauseWhileBuffered(previous)
+        transport.registerProducer(producer, True)
+    except Exception as exc:  # a transport that is not what we expect: no pausing
+        logger.warning("cannot watch daphne's write buffer of a connection: %r", exc)
         return None
     return producer.writable

@@ -2,8 +2,9 @@
 
 Client events (see static/chat/app.js): ``chat`` (a room message, broadcast to the room's other
 members), ``whoami`` (ask: your connection id), ``who`` (ask: who is in a room, gathered from
-every instance through a group of the chat's own, ``who.<room hash>``), ``whisper`` (to one connection id), ``poke`` (the server asks another client
-"ping" and returns its answer). Joining the room ``closed`` is refused.
+every instance through a group of the chat's own, ``who.<room hash>``), ``whisper`` (to one
+connection id), ``poke`` (the server asks another client "ping" and returns its answer). Joining
+the room ``closed`` is refused.
 
 ``ws/native?room=<room>`` is for plain WebSocket clients (no neffos.js, e.g. ``websocat``): every
 text or binary frame is relayed, as it is, to the other plain clients in that room on every

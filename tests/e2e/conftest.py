@@ -1,4 +1,10 @@
-"""Two daphne instances of testproject sharing one broker, for the end-to-end tests."""
+"""Two instances of testproject sharing one broker, for the end-to-end tests.
+
+* ``two_instances`` — two daphne instances on NATS, Redis or both (the bridge): their URLs.
+* ``two_instances_on`` — two :class:`Instance` objects on a chosen (broker, server), passed as an
+  indirect parameter, e.g. ``@pytest.mark.parametrize("two_instances_on", [("nats",
+  "uvicorn")], indirect=True)``; ``("nats", "daphne")`` without one.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import os
 import shutil
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -30,18 +37,56 @@ def node() -> str:
 
 
 class Instance:
-    def __init__(self, name: str, env: dict[str, str], log_dir: Path) -> None:
+    """One testproject server process; ``log_path`` holds what it printed."""
+
+    def __init__(self, name: str, env: dict[str, str], log_dir: Path, server: str) -> None:
+        self.name = name
+        self.server = server
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_dir / f"daphne-{name}.log"
+        self.log_path = log_dir / f"{server}-{name}.log"
         with open(self.log_path, "wb") as log:
-            self.process = instances.start_instance(name, self.port, env, log)
+            self.process = instances.start_instance(name, self.port, env, log, server=server)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
 
     def wait_ready(self) -> None:
         try:
             instances.wait_listening(self.port, self.process)
         except RuntimeError as exc:
-            raise RuntimeError(f"{exc}:\n{self.log_path.read_text()[-3000:]}") from None
+            raise RuntimeError(f"{exc}:\n{self.log()[-3000:]}") from None
+
+
+@contextmanager
+def running_instances(
+    broker: str, server: str, urls: dict[str, str], log_dir: Path
+) -> Iterator[list[Instance]]:
+    """Instances A and B of testproject under ``server`` on ``broker`` (nats, redis, multi)."""
+    env = instances.instance_environment(
+        {
+            **os.environ,
+            "CHANNEL_LAYER": broker,
+            "CHANNEL_PREFIX": unique_prefix(),
+            **urls,
+        }
+    )
+    running = [Instance(name, env, log_dir, server) for name in ("A", "B")]
+    try:
+        for instance in running:
+            instance.wait_ready()
+        yield running
+    finally:
+        for instance in running:
+            instances.stop(instance.process)
+        for instance in running:
+            log = instance.log()
+            if "Traceback" in log:
+                print(f"--- {instance.log_path.name}\n{log[-4000:]}")
 
 
 @pytest.fixture(params=["nats", "redis", "multi"])
@@ -51,25 +96,22 @@ def two_instances(
     nats_server: BrokerProcess,
     tmp_path: Path,
 ) -> Iterator[tuple[str, str]]:
-    """Instances A and B of testproject on one broker (or on both, via the bridge)."""
-    env = instances.instance_environment(
-        {
-            **os.environ,
-            "CHANNEL_LAYER": request.param,
-            "NATS_URL": nats_server.url,
-            "REDIS_URL": redis_server.url,
-            "CHANNEL_PREFIX": unique_prefix(),
-        }
-    )
-    running = [Instance(name, env, tmp_path) for name in ("A", "B")]
-    try:
-        for instance in running:
-            instance.wait_ready()
+    """Daphne instances A and B of testproject on one broker (or on both, via the bridge)."""
+    urls = {"NATS_URL": nats_server.url, "REDIS_URL": redis_server.url}
+    with running_instances(request.param, "daphne", urls, tmp_path) as running:
         yield running[0].url, running[1].url
-    finally:
-        for instance in running:
-            instances.stop(instance.process)
-        for instance in running:
-            log = instance.log_path.read_text(errors="replace")
-            if "Traceback" in log:
-                print(f"--- {instance.log_path.name}\n{log[-4000:]}")
+
+
+@pytest.fixture
+def two_instances_on(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[list[Instance]]:
+    """Instances A and B on the indirect parameter ``(broker, server)``; only its brokers start."""
+    broker, server = getattr(request, "param", ("nats", "daphne"))
+    if server not in instances.SERVERS:
+        raise ValueError(f"unknown server {server!r}")
+    urls = {}
+    if broker in ("nats", "multi"):
+        urls["NATS_URL"] = request.getfixturevalue("nats_server").url
+    if broker in ("redis", "multi"):
+        urls["REDIS_URL"] = request.getfixturevalue("redis_server").url
+    with running_instances(broker, server, urls, tmp_path) as running:
+        yield running
