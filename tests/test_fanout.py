@@ -178,18 +178,26 @@ async def test_leaving_stops_delivery_and_the_hub_stops_with_its_last_member(
     assert hub._channel is None and hub._tasks == [], "no task outlives the last connection"
 
 
-@pytest.mark.asyncio
-async def test_only_user_code_takes_the_database_hop(
-    any_spec: LayerSpec, clients: Clients, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    hops: list[int] = []
+@pytest.fixture
+def hops(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the consumer's database-connection hops (each still runs the real one)."""
+    counted: list[int] = []
     real_hop = consumer_module.aclose_old_connections
 
     async def counted_hop() -> None:
-        hops.append(1)
+        counted.append(1)
         await real_hop()
 
     monkeypatch.setattr(consumer_module, "aclose_old_connections", counted_hop)
+    return counted
+
+
+@pytest.mark.asyncio
+async def test_only_user_code_takes_the_database_hop(
+    any_spec: LayerSpec, clients: Clients, hops: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As with a real database (overriding DATABASES in a running test is unsupported by Django).
+    monkeypatch.setattr(consumer_module, "_databases_configured", lambda: True)
     listener, talker = await clients.open(), await clients.open()
     hops.clear()
     assert (await listener.request("shout;r;_OnRoomJoin;0;0;")).endswith(";;;;;;")
@@ -206,6 +214,16 @@ async def test_only_user_code_takes_the_database_hop(
     assert (await listener.frame()).body == "hello"
     assert len(hops) == 2, "one hop for the event handler"
     await other_instance.close()
+
+
+@pytest.mark.asyncio
+async def test_without_a_database_nothing_takes_the_hop(
+    any_spec: LayerSpec, clients: Clients, hops: list[int]
+) -> None:
+    talker, listener = await clients.open("r"), await clients.open("r")
+    await talker.emit("shout;r;say;0;0;hello")
+    assert (await listener.frame()).body == "hello"
+    assert hops == [], "no DATABASES: close_old_connections() would have nothing to close"
 
 
 @pytest.mark.asyncio

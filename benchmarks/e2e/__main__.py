@@ -103,6 +103,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--servers", help="comma-separated subset of: " + ",".join(SERVERS))
     parser.add_argument("--clients", type=int, help="clients per instance (N)")
     parser.add_argument("--messages", type=int, help="messages per client in the burst (M)")
+    parser.add_argument(
+        "--paced-fraction", type=float, help="the paced phase's rate, a fraction of the burst's"
+    )
     return parser.parse_args(argv)
 
 
@@ -119,12 +122,13 @@ def _subset(wanted: str | None, known: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     sizes = QUICK if args.quick else FULL
-    if args.clients or args.messages:
+    if args.clients or args.messages or args.paced_fraction:
         sizes = Sizes(
             **{
                 **sizes.__dict__,
                 "clients_per_instance": args.clients or sizes.clients_per_instance,
                 "messages": args.messages or sizes.messages,
+                "paced_fraction": args.paced_fraction or sizes.paced_fraction,
             }
         )
     keys = _subset(args.subjects, [s.key for s in SUBJECTS])

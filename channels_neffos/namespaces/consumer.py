@@ -25,9 +25,9 @@ How it works:
   (``send_to`` frames, asks) keep flowing while a handler runs.
 * Database connections: Channels closes stale ones (``aclose_old_connections``, a hop to the
   sync thread) before every message it dispatches. Here only user code gets that hop — once
-  before each event handler and each ``on_*`` hook; client frames, broadcasts, ``send_to`` frames
-  and membership bookkeeping run without it. Message types a subclass handles itself are
-  dispatched by Channels as usual.
+  before each event handler and each ``on_*`` hook, if ``DATABASES`` is configured; client
+  frames, broadcasts, ``send_to`` frames and membership bookkeeping run without it. Message
+  types a subclass handles itself are dispatched by Channels as usual.
 * A frame that is not a neffos message is answered with an ``invalid payload`` error frame and
   otherwise ignored; the connection stays open. If a namespace accepts native messages (the empty
   namespace with a ``NATIVE_MESSAGE`` handler), such a frame is a native message instead.
@@ -56,6 +56,7 @@ from typing import Any, ClassVar
 
 from channels.db import aclose_old_connections
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 
 from .._drops import RateLimitedLog
 from ..exceptions import AskError, AskTimeout
@@ -80,6 +81,14 @@ FORCED_REQUEST_TIMEOUT = 10.0
 CLOSE_REFUSED = 1008
 #: Messages whose handlers run no user code: dispatched without a database-connection hop.
 _FRAMEWORK_MESSAGES = frozenset(("websocket.receive", FRAME_TYPE, ASK_TYPE))
+
+
+def _databases_configured() -> bool:
+    # Django stands a "dummy" backend in for an empty DATABASES; it has nothing to close.
+    return any(
+        database.get("ENGINE") != "django.db.backends.dummy"
+        for database in settings.DATABASES.values()
+    )
 
 
 class NeffosConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
@@ -114,8 +123,11 @@ class NeffosConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             await super().dispatch(message)
 
     async def _user_code(self, hook: Callable[..., Awaitable[Any]], *args: Any) -> Any:
-        """Run a user hook or handler with Django's database-connection hygiene."""
-        await aclose_old_connections()
+        """Run a user hook or handler with Django's database-connection hygiene.
+
+        With no database configured there is no connection to close, and no hop to make."""
+        if _databases_configured():
+            await aclose_old_connections()
         return await hook(*args)
 
     async def accept(self, *args: Any, **kwargs: Any) -> None:
