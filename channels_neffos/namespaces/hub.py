@@ -92,6 +92,8 @@ class Hub:
     async def join(self, scope: Scope, connection_id: str, outgoing: Outgoing) -> None:
         """Deliver ``scope``'s broadcasts to ``outgoing`` from now on, on every instance."""
         self.members.setdefault(scope, {})[connection_id] = outgoing
+        if scope in self._joined and scope not in self._settling:
+            return  # the process is in the group already: the common case
         try:
             await asyncio.shield(self._settle(scope))
         except BaseException:

@@ -8,8 +8,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +27,20 @@ TESTPROJECT = REPO / "testproject"
 sys.path.insert(0, str(TESTPROJECT))
 
 import instances  # noqa: E402  (testproject/instances.py)
+
+Results = dict[str, dict[str, object]]
+
+
+def node_results(script: str, run: subprocess.CompletedProcess[str]) -> Results:
+    """The checks a harness.mjs scenario printed; fail with every failed check's detail."""
+    try:
+        results: Results = json.loads(run.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        pytest.fail(f"{script} printed no results:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
+    failed = {name: r["detail"] for name, r in results.items() if not r["ok"]}
+    assert not failed, json.dumps(failed, indent=2)
+    assert run.returncode == 0, run.stderr
+    return results
 
 
 def node() -> str:

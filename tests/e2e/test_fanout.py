@@ -17,25 +17,11 @@ import urllib.request
 import psutil
 import pytest
 
-from .conftest import TESTPROJECT, Instance, node
+from .conftest import TESTPROJECT, Instance, node, node_results
 from .test_neffos_js import run_scenario
 
-Results = dict[str, dict[str, object]]
 
-
-def node_results(script: str, run: subprocess.CompletedProcess[str]) -> Results:
-    """The checks a harness.mjs scenario printed; fail with every failed check's detail."""
-    try:
-        results: Results = json.loads(run.stdout.strip().splitlines()[-1])
-    except (IndexError, json.JSONDecodeError):
-        pytest.fail(f"{script} printed no results:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
-    failed = {name: r["detail"] for name, r in results.items() if not r["ok"]}
-    assert not failed, json.dumps(failed, indent=2)
-    assert run.returncode == 0, run.stderr
-    return results
-
-
-def run_node(script: str, *args: str, timeout: float = 120) -> Results:
+def run_node(script: str, *args: str, timeout: float = 120) -> dict[str, dict[str, object]]:
     started = time.monotonic()
     run = subprocess.run(
         [node(), f"e2e/{script}", *args],

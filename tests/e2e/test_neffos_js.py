@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 
-import pytest
-
-from .conftest import TESTPROJECT, node
+from .conftest import TESTPROJECT, node, node_results
 
 
 def run_scenario(script: str, urls: tuple[str, str]) -> dict[str, dict[str, object]]:
@@ -21,14 +18,7 @@ def run_scenario(script: str, urls: tuple[str, str]) -> dict[str, dict[str, obje
         text=True,
         timeout=90,
     )
-    try:
-        results: dict[str, dict[str, object]] = json.loads(run.stdout.strip().splitlines()[-1])
-    except (IndexError, json.JSONDecodeError):
-        pytest.fail(f"{script} printed no results:\n{run.stdout}\n{run.stderr}")
-    failed = {name: r["detail"] for name, r in results.items() if not r["ok"]}
-    assert not failed, json.dumps(failed, indent=2)
-    assert run.returncode == 0, run.stderr
-    return results
+    return node_results(script, run)
 
 
 def test_chat_across_two_instances(two_instances: tuple[str, str]) -> None:
