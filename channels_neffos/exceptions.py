@@ -7,6 +7,7 @@ re-exported so ``except ChannelFull`` works the same with every layer.
 from __future__ import annotations
 
 from channels.exceptions import ChannelFull
+from channels.exceptions import MessageTooLarge as ChannelsMessageTooLarge
 
 __all__ = [
     "AskError",
@@ -35,8 +36,9 @@ class BrokerUnavailable(ChannelsNeffosError, ConnectionError):
         )
 
 
-class MessageTooLarge(ChannelsNeffosError, ValueError):
-    """The encoded message is larger than the broker accepts in one message."""
+class MessageTooLarge(ChannelsNeffosError, ChannelsMessageTooLarge, ValueError):  # type: ignore[misc]
+    """The encoded message is larger than the broker accepts in one message (also Channels'
+    ``channels.exceptions.MessageTooLarge``, the exception its spec names)."""
 
     def __init__(self, size: int, limit: int, broker: str) -> None:
         self.size = size

@@ -83,7 +83,7 @@ class Mailbox:
             except asyncio.CancelledError:
                 if waiter.done() and not waiter.cancelled():
                     self._wake_one()  # we were promised a message: pass the promise on
-                else:
+                elif waiter in self._waiters:  # a wake-up or close() may have taken it already
                     self._waiters.remove(waiter)
                 raise
 

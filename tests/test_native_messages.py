@@ -120,7 +120,7 @@ async def test_refusals_and_disconnect(spec: LayerSpec) -> None:
     assert not connected  # on_handshake refused the WebSocket handshake itself
     refused = await plain_client("refuse=1")
     closed = await refused.receive_output(timeout=3)
-    assert closed == {"type": "websocket.close", "code": 1008}
+    assert closed == {"type": "websocket.close", "code": 4008}
     leaving = await plain_client()
     await leaving.send_to(text_data="bye")
     assert (await leaving.receive_output(timeout=3))["type"] == "websocket.close"

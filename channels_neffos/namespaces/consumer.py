@@ -34,7 +34,7 @@ How it works:
 * Native only (that namespace is the only one, with no other event): no neffos handshake, the
   client is connected to the empty namespace as soon as the WebSocket opens, and every frame is a
   native message. ``on_handshake`` runs before the WebSocket is accepted (``Reject`` refuses it
-  with HTTP 403); ``on_connect`` right after (``Reject`` closes it with code 1008). Such a client
+  with HTTP 403); ``on_connect`` right after (``Reject`` closes it with code 4008). Such a client
   cannot be asked; joining or leaving a room needs no answer from it, and disconnecting it from
   its namespace closes the WebSocket.
 
@@ -77,8 +77,13 @@ INTERNAL_ERROR = "internal server error"
 INVALID_PAYLOAD = "invalid payload"
 #: How long a server-initiated join/leave/disconnect waits for the client to confirm.
 FORCED_REQUEST_TIMEOUT = 10.0
-#: WebSocket close code when a native-only client's ``on_connect`` is refused (policy violation).
-CLOSE_REFUSED = 1008
+# Close codes. daphne refuses every code but 1000 and 3000-4999 (it logs an error and does not
+# close), so the standard meanings are carried in the application range: 40xx = 10xx.
+#: A first frame that is not the neffos handshake (1002, protocol error).
+CLOSE_PROTOCOL_ERROR = 4002
+#: A native-only client's ``on_connect`` refused it, or a client floods the server (1008,
+#: policy violation).
+CLOSE_REFUSED = 4008
 #: Messages whose handlers run no user code: dispatched without a database-connection hop.
 _FRAMEWORK_MESSAGES = frozenset(("websocket.receive", FRAME_TYPE, ASK_TYPE))
 
@@ -249,11 +254,11 @@ class NeffosConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             self._inbox.put_nowait(message)
         except asyncio.QueueFull:
             logger.warning("connection %s floods the server; closing it", self.connection_id)
-            await self.close(code=1008)
+            await self.close(code=CLOSE_REFUSED)
 
     async def _handshake(self, frame: str | bytes) -> None:
         if frame not in (protocol.ACK_REQUEST, protocol.ACK_REQUEST.encode()):
-            await self.close(code=1002)  # neffos.js always says "M" first
+            await self.close(code=CLOSE_PROTOCOL_ERROR)  # neffos.js always says "M" first
             return
         try:
             await self._user_code(self.on_handshake)

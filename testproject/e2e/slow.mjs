@@ -19,7 +19,7 @@ const SIZE = Number(sizeArg);
 const COUNT = Math.ceil((Number(floodMbArg) * 1e6) / SIZE);
 const ROOM = "slow";
 // The sender waits for an answer every BATCH emits: the server handles a client's frames one at
-// a time, and a client more than 1,000 frames ahead of its handler is closed as a flood (1008).
+// a time, and a client more than 1,000 frames ahead of its handler is closed as a flood (4008).
 const BATCH = 200;
 const wsUrl = (http) => http.replace(/^http/, "ws");
 // No permessage-deflate (uvicorn would compress): the sizes below are what crosses the wire,
