@@ -59,6 +59,19 @@ async def test_unreachable_server_at_startup_raises_broker_unavailable_naming_th
     assert loop.time() - started < 3
 
 
+@pytest.mark.asyncio
+@pytest.mark.parametrize("credentials", ["app:sentinel-secret-7", "sentinel-secret-7"])
+async def test_credentials_in_a_server_url_are_never_shown(
+    credentials: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    layer = NatsChannelLayer(servers=[f"nats://{credentials}@127.0.0.1:{free_port()}"])
+    with pytest.raises(BrokerUnavailable) as refused:
+        await layer.new_channel()
+    shown = f"{refused.value} {refused.value!r} {caplog.text}"
+    assert "sentinel-secret-7" not in shown
+    assert "***@127.0.0.1" in str(refused.value)
+
+
 def test_servers_in_connect_options_are_refused() -> None:
     with pytest.raises(TypeError, match="'servers' option"):
         NatsChannelLayer(connect_options={"servers": ["nats://x"]})

@@ -22,6 +22,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable
 from typing import Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 #: Called with the payload of each message arriving on a subscribed subject. It runs on the
 #: transport's reader, so it must not block; it may schedule work.
@@ -112,3 +113,21 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     async def queue_flush(self) -> None:
         """Delete every worker queue this transport's prefix stores on the broker."""
+
+
+def redact_url(url: str, *, user_is_secret: bool = False) -> str:
+    """``url`` with its password (and, where the user part is a token, the user) as ``***``.
+
+    NATS takes a token as the user part alone (``nats://<token>@host``); Redis a user name.
+    """
+    parts = urlsplit(url)
+    if parts.password is not None:
+        user = "***" if user_is_secret and not parts.username else parts.username or ""
+        netloc = f"{user}:***@{parts.hostname}"
+    elif parts.username and user_is_secret:
+        netloc = f"***@{parts.hostname}"
+    else:
+        return url
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -31,7 +31,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from ..exceptions import BrokerUnavailable
-from .base import OnMessage, Transport, TransportEvents
+from .base import OnMessage, Transport, TransportEvents, redact_url
 
 logger = logging.getLogger("channels_neffos.nats")
 
@@ -67,7 +67,7 @@ class NatsTransport(Transport):
         self._servers = servers
         self._connect_options = connect_options
         self._events = events
-        self.url = ", ".join(servers)
+        self.url = ", ".join(redact_url(server, user_is_secret=True) for server in servers)
         self._client: Client | None = None
         self._subscriptions: dict[str, Subscription] = {}
         self._queue_subscriptions: dict[str, Subscription] = {}

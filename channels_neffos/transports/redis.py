@@ -20,7 +20,6 @@ import asyncio
 import logging
 from collections import deque
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import hiredis
 from redis.asyncio import Redis
@@ -30,7 +29,7 @@ from redis.exceptions import RedisError
 
 from ..exceptions import BrokerUnavailable
 from ._resp import ConnectionSource, RespConnection, pack
-from .base import OnMessage, Transport, TransportEvents
+from .base import OnMessage, Transport, TransportEvents, redact_url
 
 logger = logging.getLogger("channels_neffos.redis")
 
@@ -55,26 +54,16 @@ def connection_pool(host: str | dict[str, Any]) -> tuple[ConnectionPool, str]:
     """A redis-py pool for one ``hosts`` entry, and its address with the password removed."""
     defaults: dict[str, Any] = {"protocol": 2, "socket_connect_timeout": 5}
     if isinstance(host, str):
-        return ConnectionPool.from_url(host, **defaults), _redact(host)
+        return ConnectionPool.from_url(host, **defaults), redact_url(host)
     options = dict(host)
     address = options.pop("address", None)
     if isinstance(address, str):
-        return ConnectionPool.from_url(address, **{**defaults, **options}), _redact(address)
+        return ConnectionPool.from_url(address, **{**defaults, **options}), redact_url(address)
     if isinstance(address, (tuple, list)):
         options["host"], options["port"] = address
     pool = ConnectionPool(**{**defaults, **options})
     where = options.get("path") or f"{options.get('host', 'localhost')}:{options.get('port', 6379)}"
     return pool, f"redis://{where}"
-
-
-def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname}"
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class RedisTransport(Transport):
