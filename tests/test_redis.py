@@ -225,3 +225,24 @@ async def test_sequential_sends_are_pipelined(redis_server: BrokerProcess) -> No
     for _ in range(5000):
         await asyncio.wait_for(receiver.receive(channel), 5)
     assert writes < 100, f"{writes} socket writes for 5000 sends"
+
+
+@pytest.mark.asyncio
+async def test_a_server_that_wants_a_password_fails_at_once_naming_authentication() -> None:
+    with RedisServer() as server:
+        admin = redis_asyncio.Redis.from_url(server.url)
+        await admin.config_set("requirepass", "sentinel-secret-8")
+        await admin.aclose()
+        layer = RedisChannelLayer(hosts=[server.url])
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(BrokerUnavailable, match=r"(?i)authentication") as refused:
+            await layer.new_channel()
+        assert loop.time() - started < 1
+        assert "sentinel-secret-8" not in f"{refused.value} {refused.value!r}"
+        with_password = server.url.replace("redis://", "redis://:sentinel-secret-8@")
+        layer = RedisChannelLayer(hosts=[with_password])
+        channel = await layer.new_channel()
+        await layer.send(channel, {"type": "ok"})
+        assert (await layer.receive(channel))["type"] == "ok"
+        await layer.close()

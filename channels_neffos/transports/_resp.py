@@ -51,6 +51,15 @@ async def open_streams(pool: ConnectionSource) -> StreamPair:
     """
     connection = pool.make_connection()
     await connection.connect()  # type: ignore[no-untyped-call]
+    # A server that wants a password answers the handshake's commands only with errors, and
+    # redis-py sends none without one: ask once, so that a missing password fails here, named
+    # (AuthenticationError), instead of as garbage replies on every reconnect.
+    try:
+        await connection.send_command("PING")
+        await connection.read_response()
+    except BaseException:
+        await connection.disconnect()
+        raise
     reader = getattr(connection, "_reader", None)
     writer = getattr(connection, "_writer", None)
     if not isinstance(reader, asyncio.StreamReader) or not isinstance(writer, asyncio.StreamWriter):
