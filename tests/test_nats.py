@@ -122,3 +122,28 @@ async def test_subscribe_returns_only_once_the_sub_is_on_the_wire(nats_spec: Lay
     loop.call_later(0.3, held.put_nowait, loop.create_future())  # ...until this releases it
     await process.transport.subscribe("x.y", lambda payload: None)
     assert client._pending_data_size == 0, "subscribe() returned with the SUB still unsent"
+
+
+@pytest.mark.asyncio
+async def test_a_reader_waiting_on_a_worker_channel_gets_what_is_sent_after_flush(
+    nats_spec: LayerSpec,
+) -> None:
+    reader, sender = nats_spec.build(), nats_spec.build()
+    receiving = asyncio.ensure_future(reader.receive("jobs"))
+    while not receiving.done():  # NATS keeps nothing for a channel nobody subscribed to yet
+        await sender.send("jobs", {"n": 1})
+        await asyncio.wait({receiving}, timeout=0.1)
+    assert receiving.result()["n"] == 1
+    receiving = asyncio.ensure_future(reader.receive("jobs"))  # waits, subscribed
+    await asyncio.sleep(0.1)
+    await reader.flush()
+    await sender.send("jobs", {"n": 2})  # was lost: nobody subscribed for up to a second
+
+    async def until_the_second() -> None:
+        message = await receiving
+        while message["n"] != 2:  # a repeat of the first that was still on its way
+            message = await reader.receive("jobs")
+
+    await asyncio.wait_for(until_the_second(), 3)
+    await reader.close()
+    await sender.close()

@@ -71,6 +71,7 @@ class NatsTransport(Transport):
         self._client: Client | None = None
         self._subscriptions: dict[str, Subscription] = {}
         self._queue_subscriptions: dict[str, Subscription] = {}
+        self._queue_capacities: dict[str, int] = {}
         self._last_error: BaseException | None = None
 
     # -- naming --------------------------------------------------------------------------------
@@ -208,10 +209,7 @@ class NatsTransport(Transport):
     async def queue_pop(self, name: str, timeout: float, capacity: int) -> bytes | None:
         subscription = self._queue_subscriptions.get(name)
         if subscription is None:
-            client = self._connected_client()
-            subscription = await client.subscribe(name, queue=name, pending_msgs_limit=capacity)
-            self._queue_subscriptions[name] = subscription
-            await self._flush(client)
+            subscription = await self._subscribe_queue(name, capacity)
         try:
             msg = await subscription.next_msg(timeout=timeout)
         except nats.errors.TimeoutError:
@@ -220,8 +218,22 @@ class NatsTransport(Transport):
             raise ConnectionError(f"cannot receive from NATS at {self.url}: {exc!r}") from exc
         return msg.data
 
+    async def _subscribe_queue(self, name: str, capacity: int) -> Subscription:
+        client = self._connected_client()
+        subscription = await client.subscribe(name, queue=name, pending_msgs_limit=capacity)
+        self._queue_subscriptions[name] = subscription
+        self._queue_capacities[name] = capacity
+        await self._flush(client)
+        return subscription
+
     async def queue_flush(self) -> None:
-        """NATS stores nothing for worker channels; what our subscriptions hold is dropped."""
+        """NATS stores nothing for worker channels; what our subscriptions hold is dropped.
+
+        Each subscription is replaced by a new one at once, so that messages sent after the
+        flush reach readers that were already waiting (they move to the new subscription at
+        their next poll, within a second) instead of finding nobody subscribed.
+        """
         subscriptions, self._queue_subscriptions = self._queue_subscriptions, {}
-        for subscription in subscriptions.values():
+        for name, subscription in subscriptions.items():
             await subscription.unsubscribe()
+            await self._subscribe_queue(name, self._queue_capacities[name])
