@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from channels_neffos import NatsChannelLayer, RedisChannelLayer
+from channels_neffos import BrokerUnavailable, NatsChannelLayer, RedisChannelLayer
 from channels_neffos.testing.brokers import BrokerProcess, NatsServer, RedisServer
 
 
@@ -79,3 +79,33 @@ async def test_local_traffic_survives_broker_loss_and_remote_traffic_resumes(
     while (await asyncio.wait_for(a.receive(channel_a), 5))["type"] != "after":
         pass
     assert a.counters["connection_lost"] >= 1
+
+
+@pytest.mark.asyncio
+async def test_nats_layer_outlives_nats_py_giving_up(caplog: pytest.LogCaptureFixture) -> None:
+    """A finite max_reconnect_attempts makes nats-py close its client for good; the layer
+    connects anew once the server is back (it stayed dead before, and raised raw nats errors)."""
+    with NatsServer() as server:
+        options = {"max_reconnect_attempts": 2, "reconnect_time_wait": 0.1, "connect_timeout": 0.5}
+        a = NatsChannelLayer(servers=[server.url], prefix="giveup", connect_options=options)
+        b = NatsChannelLayer(servers=[server.url], prefix="giveup")
+        channel_a, channel_b = await a.new_channel(), await b.new_channel()
+        await a.group_add("room", channel_a)
+        await eventually_delivered(b, a, channel_a)
+        server.kill()
+        with caplog.at_level(logging.WARNING, logger="channels_neffos"):
+            deadline = asyncio.get_running_loop().time() + 10
+            while "gave up reconnecting" not in caplog.text:
+                assert asyncio.get_running_loop().time() < deadline, caplog.text
+                await asyncio.sleep(0.05)
+        with pytest.raises(BrokerUnavailable):  # not a raw nats-py error
+            await a.group_add("other-room", channel_a)
+        server.start()
+        await eventually_delivered(b, a, channel_a)  # a's wildcard subscription is back
+        await eventually_delivered(a, b, channel_b)
+        await b.group_send("room", {"type": "after"})
+        while (await asyncio.wait_for(a.receive(channel_a), 5))["type"] != "after":
+            pass  # probes still on their way
+        assert a.counters["connection_restored"] >= 1
+        await a.close()
+        await b.close()

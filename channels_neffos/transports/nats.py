@@ -14,7 +14,9 @@ What is lost: nats-py buffers publishes (``pending_size``, 2 MiB by default) dur
 sends them afterwards; beyond that buffer, publishes fail and the engine logs and counts them.
 Nothing is stored by the server (no JetStream): a worker-channel message published while no
 reader is subscribed is dropped by the server, so worker channels only receive what is sent after
-the first ``receive()`` on them. nats-py re-subscribes everything on reconnect.
+the first ``receive()`` on them. nats-py re-subscribes everything on reconnect. If nats-py gives
+up (a finite ``max_reconnect_attempts`` in ``connect_options``), the transport connects anew every
+second and subscribes everything again; calls made meanwhile raise ``BrokerUnavailable``.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ _DEFAULT_CONNECT_OPTIONS: dict[str, Any] = {
 #: How long the first connection may take before the layer gives up with BrokerUnavailable.
 _STARTUP_TIMEOUT = 5.0
 _FLUSH_TIMEOUT = 10
+#: How often a layer whose nats-py client gave up tries a new connection.
+_REVIVE_INTERVAL = 1.0
 
 
 #: An empty token (leading, doubled or trailing dot) or a token starting with "_".
@@ -72,6 +76,9 @@ class NatsTransport(Transport):
         self._subscriptions: dict[str, Subscription] = {}
         self._queue_subscriptions: dict[str, Subscription] = {}
         self._queue_capacities: dict[str, int] = {}
+        self._handlers: dict[str, OnMessage] = {}
+        #: Connecting anew after nats-py closed its client for good (see closed_cb).
+        self._revival: asyncio.Task[None] | None = None
         self._last_error: BaseException | None = None
 
     # -- naming --------------------------------------------------------------------------------
@@ -88,11 +95,17 @@ class NatsTransport(Transport):
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def connect(self) -> None:
+        self._client = await self._open_client()
+        self.max_payload = self._client.max_payload
+
+    async def _open_client(self) -> Client:
+        """A connected nats-py client; ``BrokerUnavailable`` if no server answers in time."""
         user_options = dict(self._connect_options)
         callbacks = {
             name: user_options.pop(name, None)
-            for name in ("error_cb", "disconnected_cb", "reconnected_cb")
+            for name in ("error_cb", "disconnected_cb", "reconnected_cb", "closed_cb")
         }
+        client = Client()
 
         async def error_cb(exc: Exception) -> None:
             if isinstance(exc, nats.errors.SlowConsumerError):
@@ -105,7 +118,7 @@ class NatsTransport(Transport):
                 await callbacks["error_cb"](exc)
 
         async def disconnected_cb() -> None:
-            if self._client is not None and not self._client.is_closed:
+            if self._client is client and not client.is_closed:
                 logger.warning("lost connection to NATS at %s; reconnecting", self.url)
                 self._events.connection_lost(self._last_error)
             if callbacks["disconnected_cb"] is not None:
@@ -117,7 +130,20 @@ class NatsTransport(Transport):
             if callbacks["reconnected_cb"] is not None:
                 await callbacks["reconnected_cb"]()
 
-        client = Client()
+        async def closed_cb() -> None:
+            # nats-py closes a client for good once it has used up max_reconnect_attempts; a
+            # channel layer must outlive that, so it starts over with a new client.
+            if self._client is client and self._revival is None:
+                logger.warning(
+                    "NATS at %s: nats-py gave up reconnecting (max_reconnect_attempts); "
+                    "retrying with a new connection every %s s",
+                    self.url,
+                    _REVIVE_INTERVAL,
+                )
+                self._revival = asyncio.ensure_future(self._revive())
+            if callbacks["closed_cb"] is not None:
+                await callbacks["closed_cb"]()
+
         options = {**_DEFAULT_CONNECT_OPTIONS, **user_options}
         # nats-py retries the *first* connect as often as later reconnects, forever by default.
         # At startup we want an answer: try each server twice, then apply the user's setting.
@@ -130,6 +156,7 @@ class NatsTransport(Transport):
                     error_cb=error_cb,
                     disconnected_cb=disconnected_cb,
                     reconnected_cb=reconnected_cb,
+                    closed_cb=closed_cb,
                     **options,
                 ),
                 _STARTUP_TIMEOUT,
@@ -138,23 +165,58 @@ class NatsTransport(Transport):
             await client.close()
             raise BrokerUnavailable(self.url, self._last_error or exc) from exc
         client.options["max_reconnect_attempts"] = reconnect_attempts
-        self._client = client
-        self.max_payload = client.max_payload
+        return client
+
+    async def _revive(self) -> None:
+        """Connect anew until a server answers, then subscribe everything again."""
+        try:
+            while self._client is not None:
+                await asyncio.sleep(_REVIVE_INTERVAL)
+                try:
+                    client = await self._open_client()
+                except BrokerUnavailable as exc:
+                    logger.debug("NATS at %s still unreachable: %s", self.url, exc)
+                    continue
+                if self._client is None:  # closed meanwhile
+                    await client.close()
+                    return
+                self._client = client
+                for subject, on_message in list(self._handlers.items()):
+                    await self._subscribe_on(client, subject, on_message)
+                for name in list(self._queue_subscriptions):
+                    await self._subscribe_queue(name, self._queue_capacities[name])
+                await self._flush(client)
+                logger.warning("connected to NATS at %s again", self.url)
+                self._events.connection_restored()
+                return
+        finally:
+            self._revival = None
 
     async def close(self) -> None:
         client, self._client = self._client, None
+        if self._revival is not None:
+            self._revival.cancel()
+            await asyncio.gather(self._revival, return_exceptions=True)
         if client is not None and not client.is_closed:
             await client.close()
 
     def _connected_client(self) -> Client:
-        if self._client is None:
-            raise ConnectionError(f"not connected to NATS at {self.url}")
+        if self._client is None or self._client.is_closed:
+            raise ConnectionError(f"not connected to NATS at {self.url} (reconnecting)")
         return self._client
 
     # -- pub/sub -------------------------------------------------------------------------------
 
     async def subscribe(self, subject: str, on_message: OnMessage) -> None:
-        client = self._connected_client()
+        self._handlers[subject] = on_message  # kept for a new client after nats-py gave up
+        try:
+            client = self._connected_client()
+            await self._subscribe_on(client, subject, on_message)
+            await self._flush(client)
+        except (ConnectionError, nats.errors.Error) as exc:
+            raise BrokerUnavailable(self.url, exc) from exc
+
+    async def _subscribe_on(self, client: Client, subject: str, on_message: OnMessage) -> None:
         events = self._events
 
         async def deliver(msg: Msg) -> None:
@@ -165,7 +227,6 @@ class NatsTransport(Transport):
                 on_message(msg.data)
 
         self._subscriptions[subject] = await client.subscribe(subject, cb=deliver)
-        await self._flush(client)
 
     async def _flush(self, client: Client) -> None:
         """Return once the server has processed everything sent so far (a new SUB included).
@@ -184,6 +245,7 @@ class NatsTransport(Transport):
             raise BrokerUnavailable(self.url, f"subscription not confirmed: {exc}") from exc
 
     async def unsubscribe(self, subject: str) -> None:
+        self._handlers.pop(subject, None)
         subscription = self._subscriptions.pop(subject, None)
         if subscription is not None and self._client is not None and not self._client.is_closed:
             await subscription.unsubscribe()
