@@ -74,5 +74,6 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"channels_neffos": {"handlers": ["console"], "level": "INFO"}},
+    # Not propagated: daphne puts a handler on the root logger, which would print each line twice.
+    "loggers": {"channels_neffos": {"handlers": ["console"], "level": "INFO", "propagate": False}},
 }
