@@ -14,6 +14,7 @@ from .exceptions import (
     LayerClosed,
     MessageTooLarge,
     NoResponders,
+    PermissionDenied,
 )
 from .layers import NatsChannelLayer, RedisChannelLayer
 from .multi import MultiChannelLayer
@@ -30,5 +31,6 @@ __all__ = [
     "NatsChannelLayer",
     "NeffosChannelLayer",
     "NoResponders",
+    "PermissionDenied",
     "RedisChannelLayer",
 ]

@@ -18,6 +18,7 @@ __all__ = [
     "LayerClosed",
     "MessageTooLarge",
     "NoResponders",
+    "PermissionDenied",
 ]
 
 
@@ -25,15 +26,46 @@ class ChannelsNeffosError(Exception):
     """Base class for the errors this package defines (``ChannelFull`` aside)."""
 
 
+_HEADLINES = {
+    "unreachable": "cannot reach the broker at {url}",
+    "authentication": "authentication failed with the broker at {url}",
+    "TLS verification": "TLS verification failed with the broker at {url}",
+    "permission": "permission denied by the broker at {url}",
+}
+#: What to check, for each cause a transport can name in :class:`BrokerUnavailable`.
+_ADVICE = {
+    "unreachable": "Check that the server is running and that the layer's CONFIG "
+    "(hosts/servers) points at it.",
+    "authentication": "Check the credentials in the layer's CONFIG (password, ACL user, token, "
+    "NKey seed or creds file) against the broker's configuration.",
+    "TLS verification": "Check the CA the layer trusts (ssl_ca_certs / tls context), the "
+    "server certificate's host name, and the client certificate if the server requires one.",
+    "permission": "The broker refused an operation to this user: grant the permissions listed "
+    "in docs/security.rst for the layer's prefix.",
+}
+
+
 class BrokerUnavailable(ChannelsNeffosError, ConnectionError):
-    """The broker could not be reached (at startup, or for an operation that needs an answer)."""
+    """The broker could not be reached or refused us (at startup, or for an operation that needs
+    an answer).
+
+    ``cause`` names why, for code and for the message: ``"unreachable"`` (the default),
+    ``"authentication"``, ``"TLS verification"`` or ``"permission"``. The message never holds a
+    secret: transports pass URLs with their passwords masked and reasons from the broker.
+    """
+
+    def __init__(self, url: str, reason: object, *, cause: str = "unreachable") -> None:
+        self.url = url
+        self.cause = cause
+        headline = _HEADLINES.get(cause, _HEADLINES["unreachable"]).format(url=url)
+        super().__init__(f"{headline}: {reason}. {_ADVICE.get(cause, _ADVICE['unreachable'])}")
+
+
+class PermissionDenied(BrokerUnavailable, PermissionError):
+    """The broker refused an operation to this user (a Redis ACL, NATS subject permissions)."""
 
     def __init__(self, url: str, reason: object) -> None:
-        self.url = url
-        super().__init__(
-            f"cannot reach the broker at {url}: {reason}. Check that the server is running and "
-            f"that the layer's CONFIG (hosts/servers, credentials, TLS) points at it."
-        )
+        super().__init__(url, reason, cause="permission")
 
 
 class MessageTooLarge(ChannelsNeffosError, ChannelsMessageTooLarge, ValueError):  # type: ignore[misc]

@@ -41,7 +41,13 @@ from channels.exceptions import ChannelFull
 
 from . import envelope
 from .envelope import CHANNEL, CONTROL, GROUP, REPLY, Envelope
-from .exceptions import BrokerUnavailable, LayerClosed, MessageTooLarge, NoResponders
+from .exceptions import (
+    BrokerUnavailable,
+    LayerClosed,
+    MessageTooLarge,
+    NoResponders,
+    PermissionDenied,
+)
 from .mailbox import Mailbox
 from .outbox import Outbox
 from .replies import Replies
@@ -86,7 +92,7 @@ class LayerProcess:
         self.layer = layer
         self.pid = pid or secrets.token_hex(6)
         self.prefix = layer.prefix
-        self.transport = layer.make_transport(self)
+        self.transport = layer.transport_for(self)
         self.outbox = Outbox(self.transport, self._publish_lost)
         self.mailboxes: dict[str, Mailbox] = {}
         #: group -> {local channel -> membership deadline (monotonic)}
@@ -159,7 +165,10 @@ class LayerProcess:
         self.drop(reason, where)
 
     def no_responders(self, reply_subject: str) -> None:
-        self.replies.no_responders(reply_subject)
+        self.replies.fail(reply_subject, NoResponders(reply_subject))
+
+    def request_refused(self, reply_subject: str, reason: str) -> None:
+        self.replies.fail(reply_subject, PermissionDenied(self.transport.url, reason))
 
     # -- subjects ------------------------------------------------------------------------------
 
@@ -272,6 +281,8 @@ class LayerProcess:
                 self.layer.expiry,
                 reply_to,
             )
+        except BrokerUnavailable:
+            raise  # already says why (PermissionDenied: the user may not push there)
         except ConnectionError as exc:
             raise BrokerUnavailable(self.transport.url, exc) from exc
         if not pushed:
@@ -316,12 +327,18 @@ class LayerProcess:
     # -- remote group membership ---------------------------------------------------------------
 
     def _apply_control(self, request: Envelope) -> None:
-        operation = envelope.unpack_body(request.body)
-        channel, group = request.target, operation.get("group", "")
+        try:
+            op, group = envelope.unpack_control(request.body)
+            self.layer.require_valid_group_name(group)
+        except (ValueError, TypeError) as exc:  # TypeError: an invalid group name
+            self.drop("garbage", str(exc))
+            self.replies.refuse(request, envelope.REPLY_ERROR, str(exc))
+            return
+        channel = request.target
         if channel not in self.mailboxes:
             self.replies.refuse(request, envelope.REPLY_NO_SUCH_CHANNEL, channel)
             return
-        if operation.get("op") == "group_add":
+        if op == "group_add":
             done: Awaitable[None] = self.group_add_local(group, channel)
         else:
             done = self.group_discard_local(group, channel)
@@ -423,6 +440,9 @@ class LayerProcess:
         while mailbox.has_waiters and not self.closed:
             try:
                 payload = await self.transport.queue_pop(name, _QUEUE_POP_TIMEOUT, capacity)
+            except PermissionDenied as exc:
+                mailbox.fail_waiters(exc)  # retrying cannot help: the receivers must know
+                return
             except ConnectionError as exc:
                 logger.warning("cannot receive from worker channel %s: %s", channel, exc)
                 await asyncio.sleep(_QUEUE_POP_TIMEOUT)

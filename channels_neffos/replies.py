@@ -86,6 +86,8 @@ class Replies:
             return await process.transport.publish_request(
                 subject, envelope.encode(message), message.reply_to
             )
+        except BrokerUnavailable:
+            raise  # already says why (PermissionDenied: the user may not publish there)
         except ConnectionError as exc:
             raise BrokerUnavailable(process.transport.url, exc) from exc
 
@@ -125,10 +127,11 @@ class Replies:
             body = envelope.pack_reply(kind, value)
             self.process.spawn(self.send_reply(request.reply_to, request.origin_pid, body))
 
-    def no_responders(self, reply_to: str) -> None:
+    def fail(self, reply_to: str, error: Exception) -> None:
+        """The broker says the request waiting on ``reply_to`` cannot be answered."""
         future = self.pending.get(reply_to)
         if future is not None and not future.done():
-            future.set_exception(NoResponders(reply_to))
+            future.set_exception(error)
 
     def fail_all(self) -> None:
         """The process is closing: every waiting request fails with ``LayerClosed``."""

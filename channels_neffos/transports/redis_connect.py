@@ -1,0 +1,143 @@
+"""Connecting to Redis: pools from ``hosts`` entries, secrets masked, refusals told apart.
+
+* :func:`connection_pool` makes the redis-py pool for one ``hosts`` entry (a URL or a dict of
+  connection options) and the address to show for it, with every secret masked
+  (:func:`redact_redis_url`, :func:`host_secrets`).
+* :func:`classify` is the one place that decides what a ``BrokerUnavailable`` says: its
+  ``cause`` — ``"authentication"`` (``WRONGPASS``/``NOAUTH``, redis-py's authentication errors),
+  ``"TLS verification"`` (a certificate that does not verify, a TLS alert, a handshake the
+  server drops because it wants a client certificate), ``"permission"`` (``NOPERM``), else
+  ``"unreachable"`` — and the reason shown with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import hiredis
+from redis.asyncio.connection import ConnectionPool, SSLConnection
+from redis.exceptions import (
+    AuthenticationError,
+    AuthenticationWrongNumberOfArgsError,
+    NoPermissionError,
+    RedisError,
+)
+
+#: Connection options and URL query keys whose values are secrets.
+_SECRET_OPTIONS = ("password", "ssl_password")
+#: Where a connection that TLS refused shows it: the server closed it during the handshake.
+_DROPPED_HANDSHAKE = (ConnectionResetError, BrokenPipeError, asyncio.IncompleteReadError)
+
+
+class RedisCommandError(RedisError):
+    """Redis answered a command with an error reply."""
+
+
+def redact_redis_url(url: str) -> str:
+    """``url`` with its password — and a user part standing alone, which redis-py would take as
+    a user name but is often a misplaced password — as ``***``, and secret query values too.
+    Also for ``unix://:password@/path`` URLs, which have no host name."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, where = netloc.rpartition("@")
+        user, has_password, _ = userinfo.partition(":")
+        netloc = f"{user}:***@{where}" if has_password else f"***@{where}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(key in _SECRET_OPTIONS for key, _ in pairs):
+            masked = [(key, "***" if key in _SECRET_OPTIONS else value) for key, value in pairs]
+            query = urlencode(masked, safe="*/")
+    if netloc == parts.netloc and query == parts.query:
+        return url
+    # Built by hand: urlunsplit would drop the "//" of "unix:///path" (an empty host).
+    shown = f"{parts.scheme}://{netloc}{parts.path}"
+    return shown + (f"?{query}" if query else "") + (f"#{parts.fragment}" if parts.fragment else "")
+
+
+def host_secrets(host: str | dict[str, Any]) -> frozenset[str]:
+    """The secrets one ``hosts`` entry configures (passwords in its URL or options)."""
+    found: list[Any] = []
+    options = {"address": host} if isinstance(host, str) else host
+    address = options.get("address")
+    if isinstance(address, str):
+        parts = urlsplit(address)
+        found += [parts.password, parts.username if parts.password is None else None]
+        found += [v for k, v in parse_qsl(parts.query) if k in _SECRET_OPTIONS]
+    found += [options.get(key) for key in _SECRET_OPTIONS]
+    return frozenset(secret for secret in found if isinstance(secret, str) and secret)
+
+
+def connection_pool(host: str | dict[str, Any]) -> tuple[ConnectionPool, str]:
+    """A redis-py pool for one ``hosts`` entry, and its address with the secrets masked."""
+    defaults: dict[str, Any] = {"protocol": 2, "socket_connect_timeout": 5}
+    if isinstance(host, str):
+        return ConnectionPool.from_url(host, **defaults), redact_redis_url(host)
+    options = dict(host)
+    address = options.pop("address", None)
+    if isinstance(address, str):
+        pool = ConnectionPool.from_url(address, **{**defaults, **options})
+        return pool, redact_redis_url(address)
+    if isinstance(address, (tuple, list)):
+        options["host"], options["port"] = address
+    pool = ConnectionPool(**{**defaults, **options})
+    connection_class = options.get("connection_class")
+    tls = isinstance(connection_class, type) and issubclass(connection_class, SSLConnection)
+    if options.get("path"):
+        where = f"unix://{options['path']}"
+    else:
+        scheme = "rediss" if tls else "redis"
+        where = f"{scheme}://{options.get('host', 'localhost')}:{options.get('port', 6379)}"
+    user = options.get("username")
+    if options.get("password"):
+        where = where.replace("://", f"://{user or ''}:***@", 1)
+    elif user:
+        where = where.replace("://", f"://{user}@", 1)
+    return pool, where
+
+
+def error_chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what caused it (``__cause__``, else ``__context__``), innermost last."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def classify(exc: BaseException, *, tls: bool, connecting: bool = False) -> tuple[str, str]:
+    """``(cause, reason)`` for a failure of redis-py, ``ssl`` or an error reply: the one place
+    that decides what a BrokerUnavailable says (see the module docstring for the causes).
+    ``connecting``: ``exc`` ended a connection's handshake (not a connection in use)."""
+    chain = list(error_chain(exc))
+    for error in chain:
+        if isinstance(error, ssl.SSLCertVerificationError):
+            return "TLS verification", f"the server's certificate: {error.verify_message}"
+    for error in chain:
+        if isinstance(error, ssl.SSLError):
+            return "TLS verification", str(error)
+        if isinstance(error, (AuthenticationError, AuthenticationWrongNumberOfArgsError)):
+            return "authentication", f"Redis says: {str(error).rstrip('.')}"
+        if isinstance(error, NoPermissionError):
+            return "permission", f"Redis says: {error}"
+        if isinstance(error, (hiredis.ReplyError, RedisCommandError)):
+            code, _, text = str(error).partition(" ")
+            if code == "NOPERM":
+                return "permission", f"Redis says: {text}"
+            if code in ("WRONGPASS", "NOAUTH"):
+                return "authentication", f"Redis says: {text}"
+    dropped = connecting and any(isinstance(error, _DROPPED_HANDSHAKE) for error in chain)
+    if tls and dropped:
+        return "TLS verification", (
+            "the server closed the connection during the TLS handshake, as it does when it "
+            "requires a client certificate (ssl_certfile, ssl_keyfile) signed by a CA it trusts"
+        )
+    if dropped:  # a TLS-only port drops a plain connection the same way
+        return "unreachable", f"{exc} (if the server wants TLS, use a rediss:// URL)"
+    return "unreachable", str(exc)
