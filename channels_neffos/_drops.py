@@ -21,6 +21,8 @@ REASONS = {
     "broker_down": "the broker connection was down",
     "garbage": "it arrived from the broker in a format this layer cannot read",
     "unknown_channel": "no channel of that name lives in this process any more",
+    "refused": "the broker refused it (a permission this user lacks)",
+    "undecryptable": "no key in symmetric_encryption_keys could decrypt it",
 }
 
 
@@ -35,14 +37,20 @@ class RateLimitedLog:
         self._last_logged: dict[str, float] = {}
         self._unlogged: Counter[str] = Counter()
 
-    def __call__(self, kind: str, message: str, *args: object, count: int = 1) -> None:
-        """``message`` is formatted with the count since the last line, then ``args``."""
+    def __call__(
+        self, kind: str, message: str, *args: object, count: int = 1, exc_info: bool = False
+    ) -> None:
+        """``message`` is formatted with the count since the last line, then ``args``.
+
+        ``exc_info=True`` (inside an ``except`` block) adds the traceback to the lines that are
+        logged: the first one of a kind, then one per ``interval``.
+        """
         self._unlogged[kind] += count
         now = monotonic()
         if now - self._last_logged.get(kind, -self.interval) >= self.interval:
             self._last_logged[kind] = now
             happened, self._unlogged[kind] = self._unlogged[kind], 0
-            self.log.log(self.level, message, happened, *args)
+            self.log.log(self.level, message, happened, *args, exc_info=exc_info)
 
 
 class DropLog:

@@ -20,6 +20,9 @@ Guarantees (details per operation in ``docs/semantics.rst``):
 * **Per event loop.** One broker connection per loop, opened on first use; when the loop closes
   (``async_to_sync`` closes its loop after each call) the connection and every task close with it.
 * **Cancellation-safe.** A cancelled ``receive()`` takes no message with it.
+* **Sealed on the wire, if asked.** With ``symmetric_encryption_keys`` every broker payload is
+  Fernet-encrypted by :class:`~channels_neffos.transports.encrypted.EncryptedTransport` around
+  the broker's transport; local deliveries are never encrypted (they never leave the process).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from ._drops import DropLog
 from .exceptions import BrokerUnavailable, NoResponders
 from .process import LayerProcess, owner_pid
 from .transports.base import Transport, TransportEvents
+from .transports.encrypted import EncryptedTransport, fernet_for
 
 _PREFIX_RE = re.compile(r"[A-Za-z0-9_-]{1,50}")
 # Channels' own patterns, matched in full: ``re.match(... $)`` would accept a trailing newline.
@@ -92,6 +96,7 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
         group_expiry: float = 86400,
         capacity: int = 100,
         channel_capacity: dict[Any, int] | None = None,
+        symmetric_encryption_keys: list[str | bytes] | None = None,
     ) -> None:
         if not isinstance(prefix, str) or not _PREFIX_RE.fullmatch(prefix):
             raise TypeError(
@@ -109,6 +114,10 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
         self.channel_capacity = self.compile_capacities(channel_capacity or {})
         self.group_expiry = _positive_number("group_expiry", group_expiry)
         self.prefix = prefix
+        # Kept only as Fernet objects: no attribute, repr or error shows a key.
+        self._fernet = (
+            None if symmetric_encryption_keys is None else fernet_for(symmetric_encryption_keys)
+        )
         #: How many messages were dropped, and connections lost, by reason (see _drops.REASONS).
         self.counters: Counter[str] = Counter()
         self.drop_log = DropLog(self.counters)
@@ -128,6 +137,18 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
     @abc.abstractmethod
     def make_transport(self, events: TransportEvents) -> Transport:
         """A new, unconnected transport for the current event loop."""
+
+    def transport_for(self, events: TransportEvents) -> Transport:
+        """:meth:`make_transport`, sealed by Fernet when ``symmetric_encryption_keys`` is set."""
+        transport = self.make_transport(events)
+        if self._fernet is None:
+            return transport
+        return EncryptedTransport(transport, self._fernet, events)
+
+    @property
+    def encrypted(self) -> bool:
+        """Whether this layer encrypts what it sends through the broker."""
+        return self._fernet is not None
 
     # -- per-event-loop processes --------------------------------------------------------------
 
@@ -252,7 +273,9 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
             mailbox = process.mailboxes.get(channel)
             if mailbox is not None:  # the hot path: a channel of ours, already checked
                 body = mailbox.get_nowait()
-                return envelope.unpack_body(body if body is not None else await mailbox.get())
+                message = self._message_in(body if body is not None else await mailbox.get())
+                if message is not None:
+                    return message  # else it was dropped: wait for the next one below
         self.require_valid_channel_name(channel)
         process = await self._process()
         if "!" in channel:
@@ -266,7 +289,25 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
         else:
             mailbox = process.mailbox(channel)
             process.ensure_fetcher(channel, mailbox)
-        return envelope.unpack_body(await mailbox.get())
+        while True:
+            message = self._message_in(await mailbox.get())
+            if message is not None:
+                return message
+
+    def _message_in(self, body: bytes) -> dict[str, Any] | None:
+        """The message a body holds; ``None`` if it holds none (a peer speaking another format),
+        which is dropped and counted as garbage, never raised to the receiver."""
+        try:
+            message = envelope.unpack_body(body)
+        except ValueError as exc:
+            self.drop_log("garbage", f"an undecodable message body ({exc})")
+            return None
+        if type(message) is not dict:
+            self.drop_log(
+                "garbage", f"a message body that is a {type(message).__name__}, not a map"
+            )
+            return None
+        return message
 
     async def new_channel(self, prefix: str = "specific", *, capacity: int | None = None) -> str:
         """A new channel name that only this process receives on.

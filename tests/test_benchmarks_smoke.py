@@ -66,3 +66,13 @@ def test_end_to_end_benchmark_runs(tmp_path: Path) -> None:
     assert saved["results"][NS_NATS]["uvicorn"]["burst"]["deliveries_per_s"] > 0
     assert (tmp_path / "targets.rst").read_text().startswith(".. list-table::")
     assert {p.name for p in tmp_path.glob("*.png")} == {"deliveries.png", "latency.png"}
+
+
+def test_encryption_benchmark_compares_plain_and_encrypted_in_one_run(tmp_path: Path) -> None:
+    from benchmarks import encryption
+
+    results = encryption.main(["--quick", "--out", str(tmp_path)])
+    assert {NEFFOS_REDIS, NEFFOS_NATS} <= set(results["encrypted_over_plain"])
+    for ratio in results["encrypted_over_plain"].values():
+        assert ratio["rate"] > 0 and ratio["p50"] > 0
+    assert (tmp_path / "encryption.rst").read_text().startswith(".. list-table::")

@@ -1,13 +1,21 @@
-"""The conformance suite against our two layers and, as the reference, Channels' in-memory layer."""
+"""The conformance suite against our layers (Redis and NATS also as least-privilege users) and,
+as the reference, Channels' in-memory layer."""
 
 from __future__ import annotations
 
+import itertools
+import secrets
+from collections.abc import Iterator
+
 import pytest
 
+from channels_neffos.security import nats_permissions, redis_acl_rules
+from channels_neffos.testing.brokers import NatsServer, RedisServer
 from channels_neffos.testing.conformance import (
     ChannelLayerConformance,
     LayerSpec,
     NeffosLayerConformance,
+    unique_prefix,
 )
 
 
@@ -19,6 +27,35 @@ class TestRedisChannelLayer(NeffosLayerConformance):
     # A Redis list cannot tell an unread worker channel from a slow one: such an ask ends in
     # AskTimeout rather than NoResponders (documented in docs/ask.rst).
     test_no_responders_for_an_unread_worker_channel = None
+
+
+@pytest.fixture(scope="session")
+def acl_redis_server() -> Iterator[RedisServer]:
+    """A Redis whose ``default`` user has a password: layers must log in as their ACL user."""
+    with RedisServer(password=secrets.token_hex(16)) as server:
+        yield server
+
+
+class TestRedisRestrictedUser(NeffosLayerConformance):
+    """Everything, as an ACL user holding exactly ``channels_neffos.security.redis_acl_rules``
+    for the test's prefix (a new user per test), and nothing it does lands in ``ACL LOG``."""
+
+    @pytest.fixture
+    def layer_spec(self, acl_redis_server: RedisServer) -> Iterator[LayerSpec]:
+        prefix, password = unique_prefix(), secrets.token_hex(16)
+        user = f"layer-{prefix}"
+        acl_redis_server.acl_setuser(user, "reset", "on", f">{password}", *redis_acl_rules(prefix))
+        url = acl_redis_server.url_for(user, password)
+        yield LayerSpec("channels_neffos.RedisChannelLayer", {"hosts": [url], "prefix": prefix})
+        refused = [
+            entry
+            for entry in acl_redis_server.admin_command("ACL", "LOG")
+            if entry[b"username"] == user.encode()
+        ]
+        acl_redis_server.admin_command("ACL", "DELUSER", user)
+        assert refused == [], f"the ACL refused {user}: {refused}"
+
+    test_no_responders_for_an_unread_worker_channel = None  # as TestRedisChannelLayer
 
 
 class TestShardedRedisChannelLayer(NeffosLayerConformance):
@@ -54,6 +91,77 @@ class TestNatsChannelLayer(NeffosLayerConformance):
     # cannot know the receiver is full (the receiver drops and counts instead; tested in
     # test_nats.py).
     test_capacity_raises_channel_full_on_worker_channel = None
+
+
+class RestrictedNatsUsers:
+    """A nats-server whose users each hold only ``nats_permissions(prefix)`` of their own prefix.
+
+    NATS cannot add users without a reload, so the server starts with a pool of them; each test
+    takes the next one, and so keeps a fresh prefix, as with ``unique_prefix``.
+    """
+
+    POOL = 200  # more than the NATS suite's cases
+
+    def __init__(self) -> None:
+        tag, self.password = secrets.token_hex(3), secrets.token_hex(16)
+        self.prefixes = [f"r{tag}x{index}" for index in range(self.POOL)]
+        users = [
+            {"user": prefix, "password": self.password, "permissions": nats_permissions(prefix)}
+            for prefix in self.prefixes
+        ]
+        self.server = NatsServer(users=users)
+        self._next = itertools.count()
+
+    def spec(self) -> LayerSpec:
+        index = next(self._next)
+        if index >= self.POOL:
+            raise RuntimeError(f"more than {self.POOL} tests took a restricted user: raise POOL")
+        prefix = self.prefixes[index]
+        url = f"nats://{prefix}:{self.password}@127.0.0.1:{self.server.port}"
+        return LayerSpec("channels_neffos.NatsChannelLayer", {"servers": [url], "prefix": prefix})
+
+
+@pytest.fixture(scope="session")
+def restricted_nats_users() -> Iterator[RestrictedNatsUsers]:
+    users = RestrictedNatsUsers()
+    with users.server:
+        yield users
+
+
+class TestNatsRestrictedUser(NeffosLayerConformance):
+    """Everything, as a user holding exactly ``channels_neffos.security.nats_permissions`` for
+    the test's prefix: publish and subscribe on ``P.>``, nothing else."""
+
+    @pytest.fixture
+    def layer_spec(self, restricted_nats_users: RestrictedNatsUsers) -> LayerSpec:
+        return restricted_nats_users.spec()
+
+    test_capacity_raises_channel_full_on_worker_channel = None  # as TestNatsChannelLayer
+
+
+class TestEncryptedRedisChannelLayer(NeffosLayerConformance):
+    """Everything, with ``symmetric_encryption_keys``: sealing changes no guarantee."""
+
+    @pytest.fixture
+    def layer_spec(self, redis_spec: LayerSpec) -> LayerSpec:
+        keys = {"symmetric_encryption_keys": ["conformance-key"]}
+        return LayerSpec(redis_spec.backend, {**redis_spec.config, **keys})
+
+    test_no_responders_for_an_unread_worker_channel = None  # as TestRedisChannelLayer
+
+
+class TestEncryptedNatsChannelLayer(NeffosLayerConformance):
+    """Everything, with ``symmetric_encryption_keys``: sealing changes no guarantee."""
+
+    @pytest.fixture
+    def layer_spec(self, nats_spec: LayerSpec) -> LayerSpec:
+        keys = {"symmetric_encryption_keys": ["conformance-key"]}
+        return LayerSpec(nats_spec.backend, {**nats_spec.config, **keys})
+
+    test_capacity_raises_channel_full_on_worker_channel = None  # as TestNatsChannelLayer
+    # Sealing takes a quarter of NATS' 1 MiB default max_payload (base64): the largest message
+    # is then ~768 KB, and MessageTooLarge says so (test_encryption.py checks that boundary).
+    test_one_megabyte_message = None
 
 
 class TestInMemoryReference(ChannelLayerConformance):

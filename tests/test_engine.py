@@ -39,6 +39,24 @@ async def test_garbage_from_the_broker_is_dropped_and_counted(
 
 
 @pytest.mark.asyncio
+async def test_an_envelope_whose_body_is_no_message_is_dropped_not_raised_to_receive(
+    spec: LayerSpec,
+) -> None:
+    """A well-formed envelope can still carry a body that is not a msgpack map (a peer on
+    another format): ``receive()`` must neither raise nor return it, and must not stop."""
+    layer = spec.build()
+    channel = await layer.new_channel()
+    process = layer._processes[asyncio.get_running_loop()]
+    subject = process.channel_subject(process.pid, channel)
+    for body in (b"\xc1", b"\x93\x01\x02\x03", b"\xa3str", b"\x81\x01"):
+        envelope_bytes = envelope.encode(envelope.Envelope(envelope.CHANNEL, "x", channel, body))
+        await process.transport.publish(subject, envelope_bytes)
+    await spec.build().send(channel, {"type": "after garbage"})
+    assert (await asyncio.wait_for(layer.receive(channel), 5))["type"] == "after garbage"
+    assert layer.counters["garbage"] == 4
+
+
+@pytest.mark.asyncio
 async def test_remote_messages_to_a_full_channel_are_dropped_and_counted(spec: LayerSpec) -> None:
     receiver, sender = spec.build(capacity=5), spec.build(capacity=5)
     channel = await receiver.new_channel()
