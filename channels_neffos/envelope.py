@@ -32,6 +32,7 @@ in ``docs/wire.rst``.
 
 from __future__ import annotations
 
+import math
 import threading
 from typing import Any, NamedTuple
 
@@ -85,7 +86,13 @@ def pack_body(message: dict[str, Any]) -> bytes:
 
 
 def unpack_body(body: bytes) -> dict[str, Any]:
-    return msgpack.unpackb(body, raw=False, strict_map_key=False)  # type: ignore[no-any-return]
+    """Decode a user message; ``ValueError`` if ``body`` is not msgpack."""
+    try:
+        return msgpack.unpackb(body, raw=False, strict_map_key=False)  # type: ignore[no-any-return]
+    except ValueError:
+        raise
+    except Exception as exc:  # e.g. TypeError for a map keyed by an array
+        raise ValueError(f"undecodable message body: {exc}") from exc
 
 
 def encode(envelope: Envelope) -> bytes:
@@ -138,15 +145,23 @@ def _unpack(data: bytes) -> Any:
         raise ValueError(f"undecodable envelope: {exc}") from exc
 
 
+def _is_time(value: Any) -> bool:
+    return type(value) in (float, int) and math.isfinite(value)
+
+
 def _envelope(fields: Any) -> Envelope:
     # Exact type checks: msgpack makes exactly these types, and they are cheaper than isinstance.
     if type(fields) is not tuple or len(fields) != 8 or fields[0] != VERSION:
         raise ValueError("not a version-1 channels_neffos envelope")
     if (
-        fields[1] not in _KINDS
+        type(fields[1]) is not int  # first: a map or an array is not hashable
+        or fields[1] not in _KINDS
         or type(fields[2]) is not str
         or type(fields[3]) is not str
         or type(fields[4]) is not bytes
+        or (fields[5] is not None and type(fields[5]) is not str)
+        or (fields[6] is not None and not _is_time(fields[6]))
+        or (fields[7] is not None and type(fields[7]) is not str)
     ):
         raise ValueError("malformed channels_neffos envelope")
     return _new_envelope(Envelope, fields[1:])
@@ -188,3 +203,19 @@ def unpack_reply(body: bytes) -> tuple[str, Any]:
     if kind not in (REPLY_OK, REPLY_ERROR, REPLY_NO_SUCH_CHANNEL):
         raise ValueError(f"unknown reply kind {kind!r}")
     return kind, value
+
+
+# -- membership-change bodies --------------------------------------------------------------------
+
+CONTROL_OPS = ("group_add", "group_discard")
+
+
+def unpack_control(body: bytes) -> tuple[str, str]:
+    """``(op, group)`` of a ``CONTROL`` body; ``ValueError`` if it is not one."""
+    operation = unpack_body(body)
+    if not isinstance(operation, dict):
+        raise ValueError("malformed membership change")
+    op, group = operation.get("op"), operation.get("group")
+    if op not in CONTROL_OPS or type(group) is not str:
+        raise ValueError(f"malformed membership change {op!r} of {group!r}")
+    return op, group

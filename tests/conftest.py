@@ -1,12 +1,20 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 from django.test import override_settings
+from hypothesis import settings as hypothesis_settings
 
 from channels_neffos.testing.brokers import BrokerProcess, RedisCluster
 from channels_neffos.testing.conformance import LayerSpec, unique_prefix
+
+# Property tests draw the same examples on every run, so a failure in CI is one a rerun sees;
+# HYPOTHESIS_PROFILE=explore draws new ones (and keeps failures in .hypothesis/) when hunting.
+hypothesis_settings.register_profile("deterministic", derandomize=True, database=None)
+hypothesis_settings.register_profile("explore", derandomize=False)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
@@ -93,6 +94,23 @@ async def test_malformed_frame_gets_an_error_and_the_connection_lives_on(
     assert error.is_error and "invalid payload" in error.text
     await client.send_to(text_data="$2;room;;echo;0;0;still here")
     assert await client.receive_from() == "$2;room;;echo;0;0;STILL HERE"
+
+
+@pytest.mark.asyncio
+async def test_a_handler_failing_on_every_frame_logs_one_traceback_not_one_per_frame(
+    client: WebsocketCommunicator, caplog: pytest.LogCaptureFixture
+) -> None:
+    from channels_neffos.namespaces import counters
+
+    before = counters["handler_failed"]
+    with caplog.at_level(logging.DEBUG, logger="channels_neffos"):
+        for number in range(50):
+            await client.send_to(text_data=f"${number + 10};room;;crash;0;0;")
+            assert (await frame(client)).text == "internal server error"
+    assert counters["handler_failed"] - before == 50
+    failures = [r for r in caplog.records if "neffos handler" in r.getMessage()]
+    assert len(failures) <= 1  # one per handler per 10 s (none if an earlier test logged it)
+    assert all(r.exc_info and "secret internals" in str(r.exc_info[1]) for r in failures)
 
 
 @pytest.mark.asyncio

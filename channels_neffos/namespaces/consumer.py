@@ -31,6 +31,10 @@ How it works:
 * A frame that is not a neffos message is answered with an ``invalid payload`` error frame and
   otherwise ignored; the connection stays open. If a namespace accepts native messages (the empty
   namespace with a ``NATIVE_MESSAGE`` handler), such a frame is a native message instead.
+* A client message whose handling would send more than the broker carries (``MessageTooLarge``,
+  e.g. the broadcast of a near-1-MiB chat line) is answered with a ``message too large`` error
+  if the client waits for an answer, and logged at WARNING at most once per 10 s — not as one
+  traceback per frame, which any client could flood the log with.
 * Native only (that namespace is the only one, with no other event): no neffos handshake, the
   client is connected to the empty namespace as soon as the WebSocket opens, and every frame is a
   native message. ``on_handshake`` runs before the WebSocket is accepted (``Reject`` refuses it
@@ -59,22 +63,27 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from .._drops import RateLimitedLog
-from ..exceptions import AskError, AskTimeout
+from ..exceptions import AskError, AskTimeout, MessageTooLarge
 from . import protocol
 from .hub import Hub, hub_for
 from .namespace import NATIVE_MESSAGE, Namespace, Reject
-from .outgoing import Outgoing
+from .outgoing import Outgoing, counters
 from .protocol import Message, ProtocolError
 from .server import ASK_TYPE, FRAME_TYPE, frame_message, send_frame_to_group
 
 logger = logging.getLogger("channels_neffos.namespaces")
 #: Client frames that get no handler: logged at INFO, at most one line per kind per 10 s.
 _dropped_frames = RateLimitedLog(logger, logging.INFO)
+#: Client messages too large to pass on: logged at WARNING, at most one line per 10 s.
+_too_large = RateLimitedLog(logger, logging.WARNING)
+#: Handlers that raised: the traceback at ERROR, at most once per handler per 10 s.
+_handler_failed = RateLimitedLog(logger, logging.ERROR)
 
 #: Frames a client may queue before its handshake, and while its handlers are busy.
 MAX_QUEUED_FRAMES = 1000
 INTERNAL_ERROR = "internal server error"
 INVALID_PAYLOAD = "invalid payload"
+MESSAGE_TOO_LARGE = "message too large"
 #: How long a server-initiated join/leave/disconnect waits for the client to confirm.
 FORCED_REQUEST_TIMEOUT = 10.0
 # Close codes. daphne refuses every code but 1000 and 3000-4999 (it logs an error and does not
@@ -275,8 +284,28 @@ class NeffosConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             message = await self._inbox.get()
             try:
                 await self._handle(message)
+            except MessageTooLarge as exc:  # the client's input was too big to pass on
+                _too_large(
+                    "too_large",
+                    "%d client message(s) too large to pass on (latest from %s: %s)",
+                    self.connection_id,
+                    exc,
+                )
+                if message.wait:
+                    await self.write(message.error(MESSAGE_TOO_LARGE))
             except Exception:
-                logger.exception("neffos handler failed on %s", self.connection_id)
+                # One traceback per handler and 10 s: a client that makes a handler fail on
+                # every frame must not be able to flood the log.
+                counters["handler_failed"] += 1
+                _handler_failed(
+                    f"{message.namespace}/{message.event}",
+                    "%d failure(s) of the neffos handler for namespace %r, event %r "
+                    "(latest on %s; the traceback is logged once per handler per 10 s)",
+                    message.namespace,
+                    message.event,
+                    self.connection_id,
+                    exc_info=True,
+                )
                 if message.wait:
                     await self.write(message.error(INTERNAL_ERROR))
 

@@ -40,6 +40,7 @@ from .server import FRAME_TYPE
 
 logger = logging.getLogger("channels_neffos.namespaces")
 _unexpected = RateLimitedLog(logger, logging.WARNING)
+_failed = RateLimitedLog(logger, logging.ERROR)
 
 #: Messages the hub's channel holds (the ``capacity`` extension; a whole process's broadcasts).
 HUB_CAPACITY = 10_000
@@ -184,8 +185,13 @@ class Hub:
             message = await receive(channel)
             try:
                 self._fan_out(message)
-            except Exception:  # a malformed message must not end the reader
-                logger.exception("the namespaces hub could not deliver a message")
+            except Exception:  # a malformed message must not end the reader, nor flood the log
+                counters["undeliverable"] += 1
+                _failed(
+                    "undeliverable",
+                    "the namespaces hub could not deliver %d message(s)",
+                    exc_info=True,
+                )
 
     def _fan_out(self, message: dict[str, Any]) -> None:
         if message.get("type") != FRAME_TYPE:
