@@ -15,6 +15,7 @@ from .exceptions import (
     MessageTooLarge,
     NoResponders,
     PermissionDenied,
+    PresenceUnavailable,
 )
 from .layers import NatsChannelLayer, RedisChannelLayer
 from .multi import MultiChannelLayer
@@ -32,5 +33,6 @@ __all__ = [
     "NeffosChannelLayer",
     "NoResponders",
     "PermissionDenied",
+    "PresenceUnavailable",
     "RedisChannelLayer",
 ]

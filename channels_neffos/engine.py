@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import re
 import secrets
 import weakref
 from collections import Counter
@@ -42,14 +41,13 @@ from channels.layers import BaseChannelLayer
 from . import envelope
 from ._drops import DropLog
 from .exceptions import BrokerUnavailable, NoResponders
+from .presence import MEMBERS as PRESENCE_MEMBERS
+from .presence import SIZE as PRESENCE_SIZE
 from .process import LayerProcess, owner_pid
 from .transports.base import Transport, TransportEvents
 from .transports.encrypted import EncryptedTransport, fernet_for
+from .validation import CHANNEL_RE, GROUP_RE, PREFIX_RE, check_capacity, positive_number
 
-_PREFIX_RE = re.compile(r"[A-Za-z0-9_-]{1,50}")
-# Channels' own patterns, matched in full: ``re.match(... $)`` would accept a trailing newline.
-_CHANNEL_RE = re.compile(r"[a-zA-Z\d\-_.]+(![\d\w\-_.]*)?")
-_GROUP_RE = re.compile(r"[a-zA-Z\d\-_.]+")
 #: The key under which an ask's reply address travels inside the request message.
 ASK_KEY = "__neffos_ask__"
 #: Keys a message may not carry: Channels reserves the first, this package the second.
@@ -60,28 +58,12 @@ _NAME_CACHE_SIZE = 10_000
 RETRY_CONNECT_AFTER = 1.0
 
 
-def _positive_number(name: str, value: Any) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not 0 < value < float("inf")
-    ):
-        raise TypeError(f"{name} must be a positive number of seconds, got {value!r}")
-    return value
-
-
-def _check_capacity(capacity: Any) -> None:
-    if capacity is not None and (
-        isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1
-    ):
-        raise TypeError(f"capacity must be a positive integer or None, got {capacity!r}")
-
-
 class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
     """A Channels layer on a pub/sub broker. Subclasses supply the transport."""
 
     #: ``capacity``: ``new_channel(prefix, capacity=N)`` gives that one channel its own capacity.
-    extensions = ["groups", "flush", "ask", "exclude", "capacity"]
+    #: ``presence``: ``group_members(group)`` and ``group_size(group)`` (see presence.py).
+    extensions = ["groups", "flush", "ask", "exclude", "capacity", "presence"]
 
     #: Bytes reserved for the envelope around a message body (pid, names, reply address).
     ENVELOPE_ALLOWANCE = 512
@@ -97,8 +79,9 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
         capacity: int = 100,
         channel_capacity: dict[Any, int] | None = None,
         symmetric_encryption_keys: list[str | bytes] | None = None,
+        presence: bool = True,
     ) -> None:
-        if not isinstance(prefix, str) or not _PREFIX_RE.fullmatch(prefix):
+        if not isinstance(prefix, str) or not PREFIX_RE.fullmatch(prefix):
             raise TypeError(
                 f"prefix must be 1-50 characters from A-Z, a-z, 0-9, '_' and '-', got {prefix!r}"
             )
@@ -107,13 +90,17 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
         if channel_capacity is not None and not isinstance(channel_capacity, dict):
             raise TypeError("channel_capacity must be a dict of {glob or regex: capacity}")
         super().__init__(
-            expiry=_positive_number("expiry", expiry),
+            expiry=positive_number("expiry", expiry),
             capacity=capacity,
             channel_capacity=channel_capacity,
         )
         self.channel_capacity = self.compile_capacities(channel_capacity or {})
-        self.group_expiry = _positive_number("group_expiry", group_expiry)
+        self.group_expiry = positive_number("group_expiry", group_expiry)
         self.prefix = prefix
+        if not isinstance(presence, bool):
+            raise TypeError(f"presence must be True or False, got {presence!r}")
+        #: Whether processes keep an entry in the broker's registry (group_members, group_size).
+        self.presence = presence
         # Kept only as Fernet objects: no attribute, repr or error shows a key.
         self._fernet = (
             None if symmetric_encryption_keys is None else fernet_for(symmetric_encryption_keys)
@@ -200,14 +187,14 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
     def require_valid_channel_name(self, name: Any, receive: bool = False) -> bool:
         if not isinstance(name, str) or len(name) >= self.MAX_NAME_LENGTH:
             raise TypeError(self.invalid_name_error.format("Channel"))
-        if not _CHANNEL_RE.fullmatch(name):
+        if not CHANNEL_RE.fullmatch(name):
             raise TypeError(self.invalid_name_error.format("Channel"))
         return True
 
     def require_valid_group_name(self, name: Any) -> bool:
         if not isinstance(name, str) or len(name) >= self.MAX_NAME_LENGTH:
             raise TypeError(self.invalid_name_error.format("Group"))
-        if not _GROUP_RE.fullmatch(name):
+        if not GROUP_RE.fullmatch(name):
             raise TypeError(self.invalid_name_error.format("Group"))
         return True
 
@@ -316,7 +303,7 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
         this one channel: a channel that gathers messages for many receivers (the namespaces'
         per-process fan-out) needs more room than one consumer's.
         """
-        _check_capacity(capacity)
+        check_capacity(capacity)
         prefix = prefix.rstrip(".")
         process = await self._process()
         await process.listen()
@@ -332,7 +319,7 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
         ``MultiChannelLayer`` uses this so every child receives the name one child made.
         """
         self.require_valid_channel_name(channel)
-        _check_capacity(capacity)
+        check_capacity(capacity)
         process = await self._process()
         if self._require_process_channel_pid(channel) != process.pid:
             raise ValueError(f"{channel!r} does not carry this process's pid")
@@ -415,6 +402,27 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
         if not process.outbox.collect(subject, payload, frame_key):
             await process.outbox.publish(subject, payload, frame_key)
 
+    # -- presence extension --------------------------------------------------------------------
+
+    async def group_members(self, group: str) -> list[str]:
+        """The channels in ``group`` on every process, sorted.
+
+        Exact as soon as ``group_add``/``group_discard`` have returned, from any process; see
+        :mod:`channels_neffos.presence` for how, and for the bounds after a crash. Raises
+        ``PresenceUnavailable`` if the broker keeps no registry of processes (NATS without
+        JetStream).
+        """
+        self.require_valid_group_name(group)
+        process = await self._process()
+        answers = await process.presence.gather(PRESENCE_MEMBERS, group)
+        return sorted({channel for answer in answers for channel in answer})
+
+    async def group_size(self, group: str) -> int:
+        """How many channels are in ``group`` on every process (as ``group_members``)."""
+        self.require_valid_group_name(group)
+        process = await self._process()
+        return sum(await process.presence.gather(PRESENCE_SIZE, group))
+
     # -- ask extension -------------------------------------------------------------------------
 
     async def ask(
@@ -430,7 +438,7 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
         """
         self.require_valid_channel_name(channel)
         self._require_valid_message(message)
-        timeout = _positive_number("timeout", timeout)
+        timeout = positive_number("timeout", timeout)
         process = await self._process()
         owner = self._require_process_channel_pid(channel) if "!" in channel else None
 
@@ -460,7 +468,7 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
         """
         self.require_valid_group_name(group)
         self._require_valid_message(message)
-        timeout = _positive_number("timeout", timeout)
+        timeout = positive_number("timeout", timeout)
         process = await self._process()
 
         async def send(reply_to: str) -> None:

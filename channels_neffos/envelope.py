@@ -207,7 +207,8 @@ def unpack_reply(body: bytes) -> tuple[str, Any]:
 
 # -- membership-change bodies --------------------------------------------------------------------
 
-CONTROL_OPS = ("group_add", "group_discard")
+#: Changes of a channel's membership, and (target "") presence questions to a whole process.
+CONTROL_OPS = ("group_add", "group_discard", "group_members", "group_size")
 
 
 def unpack_control(body: bytes) -> tuple[str, str]:

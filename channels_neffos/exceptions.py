@@ -19,6 +19,7 @@ __all__ = [
     "MessageTooLarge",
     "NoResponders",
     "PermissionDenied",
+    "PresenceUnavailable",
 ]
 
 
@@ -31,6 +32,7 @@ _HEADLINES = {
     "authentication": "authentication failed with the broker at {url}",
     "TLS verification": "TLS verification failed with the broker at {url}",
     "permission": "permission denied by the broker at {url}",
+    "presence": "presence is not available on the broker at {url}",
 }
 #: What to check, for each cause a transport can name in :class:`BrokerUnavailable`.
 _ADVICE = {
@@ -40,6 +42,8 @@ _ADVICE = {
     "NKey seed or creds file) against the broker's configuration.",
     "TLS verification": "Check the CA the layer trusts (ssl_ca_certs / tls context), the "
     "server certificate's host name, and the client certificate if the server requires one.",
+    "presence": "Presence needs a registry of processes on the broker: on NATS, JetStream "
+    "(nats-server -js) with the permissions in docs/security.rst.",
     "permission": "The broker refused an operation to this user: grant the permissions listed "
     "in docs/security.rst for the layer's prefix.",
 }
@@ -66,6 +70,14 @@ class PermissionDenied(BrokerUnavailable, PermissionError):
 
     def __init__(self, url: str, reason: object) -> None:
         super().__init__(url, reason, cause="permission")
+
+
+class PresenceUnavailable(BrokerUnavailable):
+    """The broker keeps no registry of live processes for this layer, which presence
+    (``group_members``/``group_size``) needs — e.g. a NATS server without JetStream."""
+
+    def __init__(self, url: str, reason: object) -> None:
+        super().__init__(url, reason, cause="presence")
 
 
 class MessageTooLarge(ChannelsNeffosError, ChannelsMessageTooLarge, ValueError):  # type: ignore[misc]

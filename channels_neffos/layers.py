@@ -106,4 +106,4 @@ class NatsChannelLayer(NeffosChannelLayer):
         self.connect_options = dict(connect_options or {})
 
     def make_transport(self, events: TransportEvents) -> Transport:
-        return NatsTransport(self.servers, self.connect_options, events)
+        return NatsTransport(self.servers, self.connect_options, events, self.prefix)

@@ -77,7 +77,7 @@ class _LoopState:
 class MultiChannelLayer(BaseChannelLayer):  # type: ignore[misc]
     """Fan publishes out to several layers and merge what they deliver."""
 
-    extensions = ["groups", "flush", "ask", "exclude", "capacity"]
+    extensions = ["groups", "flush", "ask", "exclude", "capacity", "presence"]
 
     def __init__(self, layers: list[dict[str, Any]] | None = None, **shared: Any) -> None:
         """``layers``: the children's ``BACKEND``/``CONFIG``. Any other option (``prefix``,
@@ -187,6 +187,16 @@ class MultiChannelLayer(BaseChannelLayer):  # type: ignore[misc]
         await self._on_every_child(
             "group_discard", lambda child: child.group_discard(group, channel)
         )
+
+    async def group_members(self, group: str) -> list[str]:
+        """Every child's members, together: during a move, some processes may be reachable on
+        one broker only."""
+        answers = await asyncio.gather(*(child.group_members(group) for child in self.children))
+        return sorted({channel for answer in answers for channel in answer})
+
+    async def group_size(self, group: str) -> int:
+        """``len(group_members(group))``: a process on both brokers answers on both."""
+        return len(await self.group_members(group))
 
     async def flush(self) -> None:
         await self._on_every_child("flush", lambda child: child.flush())

@@ -50,6 +50,9 @@ from .exceptions import (
 )
 from .mailbox import Mailbox
 from .outbox import Outbox
+from .presence import MEMBERS as PRESENCE_MEMBERS
+from .presence import SIZE as PRESENCE_SIZE
+from .presence import Presence
 from .replies import Replies
 
 if TYPE_CHECKING:
@@ -100,6 +103,16 @@ class LayerProcess:
         #: group -> subscription in progress or done; awaited by every concurrent group_add
         self._group_subscriptions: dict[str, asyncio.Future[None]] = {}
         self.replies = Replies(self)
+        self.presence = Presence(
+            self.transport.registry,
+            self.pid,
+            self.transport.url,
+            lambda pid: self.transport.subject(self.prefix, pid, "p"),
+            self.replies,
+            self.presence_answer,
+            self._count,
+            enabled=layer.presence,
+        )
         self._fetchers: dict[str, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._listening: asyncio.Future[None] | None = None
@@ -132,6 +145,7 @@ class LayerProcess:
         self.replies.fail_all()
         for channel, mailbox in self.mailboxes.items():
             mailbox.fail_waiters(LayerClosed(channel))
+        await self.presence.close()  # retracted: this process's members are gone at once
         await self.outbox.close()
         await self.transport.close()
 
@@ -160,6 +174,11 @@ class LayerProcess:
 
     def connection_restored(self) -> None:
         self.layer.counters["connection_restored"] += 1
+        if not self.closed:
+            self.spawn(self.presence.announce_again())  # a restarted broker lost the registry
+
+    def _count(self, event: str) -> None:
+        self.layer.counters[event] += 1
 
     def dropped(self, reason: str, where: str) -> None:
         self.drop(reason, where)
@@ -334,6 +353,11 @@ class LayerProcess:
             self.drop("garbage", str(exc))
             self.replies.refuse(request, envelope.REPLY_ERROR, str(exc))
             return
+        if op in (PRESENCE_MEMBERS, PRESENCE_SIZE):  # a question to the whole process
+            answer = envelope.pack_reply(envelope.REPLY_OK, self.presence_answer(op, group))
+            if request.reply_to is not None:
+                self.spawn(self.replies.send_reply(request.reply_to, request.origin_pid, answer))
+            return
         channel = request.target
         if channel not in self.mailboxes:
             self.replies.refuse(request, envelope.REPLY_NO_SUCH_CHANNEL, channel)
@@ -390,6 +414,13 @@ class LayerProcess:
             if subscribed.done() and subscribed.exception() is not None:
                 self._group_subscriptions.pop(group, None)
             raise
+        await self.presence.ensure_announced()  # listed before the membership can be asked for
+
+    def presence_answer(self, operation: str, group: str) -> list[str] | int:
+        """This process's members of ``group`` (or how many), memberships past expiry left out."""
+        now = monotonic()
+        members = [c for c, until in self.groups.get(group, {}).items() if until > now]
+        return members if operation == PRESENCE_MEMBERS else len(members)
 
     async def group_discard_local(self, group: str, channel: str) -> None:
         # Delivery stops at once; the broker subscription, if now unused, goes in the background.

@@ -8,6 +8,8 @@ Redis (:func:`redis_acl_rules`, :func:`redis_acl`): a layer with prefix ``P`` to
 * the keys ``P:q:*`` — worker-channel lists: ``EVAL`` of the push script (a script runs with the
   caller's ACL, so ``LLEN``, ``LPUSH`` and ``EXPIRE`` too), ``BRPOP``, and ``SCAN`` + ``UNLINK``
   for ``flush()``;
+* the key ``P:p:processes`` — presence's registry of live processes, a sorted set its scripts
+  keep with ``TIME``, ``ZADD``, ``ZRANGEBYSCORE``, ``ZREMRANGEBYSCORE``, ``ZREM`` and ``PEXPIRE``;
 * ``PING`` (sent once per new connection, so a missing password fails at once). redis-py's
   handshake adds ``AUTH``, which every user may send, and — from Redis 7.2 — ``CLIENT SETINFO``,
   whose refusal redis-py ignores (add ``+client|setinfo`` to keep it out of ``ACL LOG``), and
@@ -54,6 +56,13 @@ REDIS_COMMANDS = (
     "brpop",
     "scan",
     "unlink",
+    # presence: the registry of live processes, a sorted set (scripts, on the server's clock)
+    "time",
+    "zadd",
+    "zrangebyscore",
+    "zremrangebyscore",
+    "zrem",
+    "pexpire",
 )
 
 
@@ -70,6 +79,7 @@ def redis_acl_rules(prefix: str) -> list[str]:
     return [
         "resetkeys",
         f"~{prefix}:q:*",
+        f"~{prefix}:p:*",
         "resetchannels",
         f"&{prefix}:*",
         "-@all",
@@ -99,8 +109,12 @@ def redis_acl(prefix: str, user: str = "channels", password: str = "<password>")
 def nats_permissions(prefix: str) -> dict[str, dict[str, list[str]]]:
     """The subject permissions a NATS layer with ``prefix`` needs, and nothing more::
 
-        {"publish": {"allow": ["P.>"]}, "subscribe": {"allow": ["P.>"]}}
+        {"publish": {"allow": ["P.>", <presence>]}, "subscribe": {"allow": ["P.>"]}}
 
+    where ``<presence>`` is the JetStream API of the one key-value bucket presence keeps
+    (``$JS.API.STREAM.CREATE``, ``INFO`` and ``PURGE`` of ``KV_P_processes``, and
+    ``$KV.P_processes.>``), which nats-py answers on
+    ``P._INBOX.…`` (inside ``P.>``). Leave them out with ``presence=False``. Use it
     as the ``permissions`` of a user in the server's ``authorization`` block (NATS config is a
     superset of JSON, so ``json.dumps`` of it can be pasted), or, renamed ``pub``/``sub``, in a
     user JWT (``nsc edit user --allow-pubsub 'P.>'``). A prefix starting with ``_`` appears as
@@ -111,4 +125,14 @@ def nats_permissions(prefix: str) -> dict[str, dict[str, list[str]]]:
             f"prefix must be 1-50 characters from A-Z, a-z, 0-9, '_' and '-', got {prefix!r}"
         )
     subjects = [f"{escape_token(prefix)}.>"]
-    return {"publish": {"allow": list(subjects)}, "subscribe": {"allow": list(subjects)}}
+    # Presence: the JetStream key-value bucket of live processes (nats_registry), and nothing
+    # else of JetStream; its API answers under the prefix (the transport's inbox_prefix).
+    bucket = f"{prefix}_processes"
+    stream = f"KV_{bucket}"
+    presence = [
+        f"$JS.API.STREAM.CREATE.{stream}",
+        f"$JS.API.STREAM.INFO.{stream}",
+        f"$JS.API.STREAM.PURGE.{stream}",
+        f"$KV.{bucket}.>",
+    ]
+    return {"publish": {"allow": [*subjects, *presence]}, "subscribe": {"allow": list(subjects)}}

@@ -76,3 +76,27 @@ def test_encryption_benchmark_compares_plain_and_encrypted_in_one_run(tmp_path: 
     for ratio in results["encrypted_over_plain"].values():
         assert ratio["rate"] > 0 and ratio["p50"] > 0
     assert (tmp_path / "encryption.rst").read_text().startswith(".. list-table::")
+
+
+def test_presence_benchmark_checks_answers_and_compares_presence_on_and_off(
+    tmp_path: Path,
+) -> None:
+    from benchmarks import presence
+
+    results = presence.main(["--quick", "--out", str(tmp_path)])
+    sizes = [str(n) for n in presence.QUICK["group_sizes"]]
+    for layer in (NEFFOS_REDIS, NEFFOS_NATS):
+        for n in sizes:
+            for operation in ("group_size", "group_members"):
+                latency = results["query_latency"][layer][n][operation]
+                assert 0 < latency["p50_ms"] <= latency["p95_ms"], (layer, n, operation, latency)
+                check = results["checks"][layer][n][operation]
+                assert check["exact"] and check["answers"] > 0, (layer, n, operation, check)
+        target = results["target"][layer]
+        assert target["members"] == max(presence.QUICK["group_sizes"])
+        assert target["ratio"] == target["p95_ms"] / presence.TARGET_P95_MS
+        ratios = results["on_over_off"][layer]
+        assert ratios["add_discard_rate"] > 0 and ratios["first_group_add_p50"] > 0
+    saved = json.loads((tmp_path / "presence.json").read_text())
+    assert saved["checks"] == results["checks"]
+    assert (tmp_path / "presence.rst").read_text().startswith(".. list-table::")

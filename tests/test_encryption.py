@@ -66,7 +66,10 @@ class RawTap:
             connection = await nats.connect(url)
 
             async def on_message(msg: Any) -> None:
-                self.payloads.append(msg.data)
+                # nats-py's JetStream API answers (presence's registry: process ids, nothing
+                # of the application) come back under the prefix too; they are no layer traffic.
+                if not msg.subject.startswith(f"{prefix}._INBOX."):
+                    self.payloads.append(msg.data)
 
             await connection.subscribe(f"{prefix}.>", cb=on_message)
             await connection.flush()

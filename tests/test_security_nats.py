@@ -420,11 +420,14 @@ async def test_refused_requests_raise_and_refused_publishes_are_counted(
         await responder.close()
 
 
-def test_nats_permissions_are_publish_and_subscribe_under_the_prefix() -> None:
-    assert nats_permissions("myapp") == {
-        "publish": {"allow": ["myapp.>"]},
-        "subscribe": {"allow": ["myapp.>"]},
-    }
+def test_nats_permissions_are_the_prefix_and_the_presence_bucket_only() -> None:
+    permissions = nats_permissions("myapp")
+    assert permissions["subscribe"] == {"allow": ["myapp.>"]}
+    published = permissions["publish"]["allow"]
+    assert published[0] == "myapp.>"
+    for subject in published[1:]:  # presence: the JetStream API of its one bucket, no more
+        assert "KV_myapp_processes" in subject or subject == "$KV.myapp_processes.>"
+        assert not subject.endswith((".*", "API.>"))
     for bad in ("", "a.b", "a>", "*", None):
         with pytest.raises(ValueError, match="prefix must be"):
             nats_permissions(bad)  # type: ignore[arg-type]

@@ -7,6 +7,9 @@ Usage: ``python -m channels_neffos.testing._child '<spec json>' <operation> <arg
 * ``responder <report_channel>`` — report a new channel as ``ready``, answer the first ask that
   arrives on it with ``{"echo": <its "n">, "pid": <this OS process id>}`` and exit.
 * ``send <channel> '<message json>'`` / ``group_send <group> '<message json>'`` — send and exit.
+* ``members <group> <count> <report_channel>`` — add ``count`` new channels to ``group``, report
+  them (``ready``, ``channels``), then stay until a message arrives on the first of them (or the
+  process is killed), and close the layer.
 """
 
 from __future__ import annotations
@@ -34,6 +37,13 @@ async def main(spec: dict[str, object], operation: str, args: list[str]) -> None
         await layer.send(report_channel, {"type": "ready", "channel": channel})
         request = await asyncio.wait_for(layer.receive(channel), 30)
         await layer.reply(request, {"echo": request["n"], "pid": os.getpid()})
+    elif operation == "members":
+        group, count, report_channel = args
+        channels = [await layer.new_channel() for _ in range(int(count))]
+        for channel in channels:
+            await layer.group_add(group, channel)
+        await layer.send(report_channel, {"type": "ready", "channels": channels})
+        await asyncio.wait_for(layer.receive(channels[0]), 60)
     elif operation == "send":
         await layer.send(args[0], json.loads(args[1]))
     elif operation == "group_send":

@@ -300,6 +300,10 @@ class NatsServer(BrokerProcess):
     * ``tls``: a :class:`ServerTLS`; the server then requires TLS on its one port (``url`` stays
       ``nats://``: clients upgrade as the server's INFO asks). Readiness is still a plain TCP
       connect.
+
+    JetStream is on (stored in the workdir, so it survives ``restart()``), as presence needs it;
+    ``jetstream=False`` starts a server without it, and so does ``operator`` mode (JetStream
+    there needs a system account and per-account limits in the JWTs).
     """
 
     scheme = "nats"
@@ -313,8 +317,10 @@ class NatsServer(BrokerProcess):
         token: str | None = None,
         operator: _ServerConfigSource | None = None,
         tls: ServerTLS | None = None,
+        jetstream: bool | None = None,
     ) -> None:
         super().__init__(port)
+        self.jetstream = operator is None if jetstream is None else jetstream
         if sum(option is not None for option in (users, token, operator)) > 1:
             raise ValueError("pass at most one of users, token and operator")
         sections = [config]
@@ -338,6 +344,8 @@ class NatsServer(BrokerProcess):
 
     def command(self) -> list[str]:
         command = [find_nats_server(), "-a", "127.0.0.1", "-p", str(self.port)]
+        if self.jetstream:
+            command += ["-js", "-sd", str(self.workdir / "jetstream")]
         if self.config:
             config_path = self.workdir / "nats.conf"
             config_path.write_text(self.config)

@@ -118,6 +118,39 @@ class Transport(abc.ABC):
     async def queue_flush(self) -> None:
         """Delete every worker queue this transport's prefix stores on the broker."""
 
+    def registry(self) -> ProcessRegistry:
+        """This broker's registry of live processes (presence); ``RegistryUnavailable`` if it
+        keeps none."""
+        raise RegistryUnavailable(f"{type(self).__name__} keeps no registry of processes")
+
+
+class RegistryUnavailable(Exception):
+    """This broker (or its configuration) keeps no registry of live processes."""
+
+
+class ProcessRegistry(abc.ABC):
+    """The broker-side list of live processes under a prefix, for presence.
+
+    Each entry expires ``ttl`` seconds after it was last announced, by the broker's clock, so a
+    process that dies without retracting vanishes within ``ttl``. Every call returns once the
+    broker has applied it: after ``announce`` returns, ``announced`` from any process lists it.
+    """
+
+    @abc.abstractmethod
+    async def announce(self, pid: str, ttl: float) -> None:
+        """Add ``pid``, or renew its entry, for ``ttl`` seconds."""
+
+    @abc.abstractmethod
+    async def retract(self, pid: str) -> None:
+        """Remove ``pid`` (the process is closing). Sent without waiting for the broker's
+        answer: a closing process must not wait, and may no longer be able to read one (its
+        event loop closing has cancelled its readers). Until it is applied, asking the process
+        finds no responders, as its connection is closed."""
+
+    @abc.abstractmethod
+    async def announced(self) -> list[str]:
+        """The pids whose entries have not expired."""
+
 
 def redact_url(url: str, *, user_is_secret: bool = False) -> str:
     """``url`` with its password (and, where the user part is a token, the user) as ``***``.

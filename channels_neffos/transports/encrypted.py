@@ -32,7 +32,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .base import OnMessage, Transport, TransportEvents
+from .base import OnMessage, ProcessRegistry, Transport, TransportEvents
 
 if TYPE_CHECKING:
     from cryptography.fernet import MultiFernet
@@ -145,3 +145,6 @@ class EncryptedTransport(Transport):
 
     async def queue_flush(self) -> None:
         await self._inner.queue_flush()
+
+    def registry(self) -> ProcessRegistry:
+        return self._inner.registry()  # pids only: nothing to seal (they are in subjects too)

@@ -55,8 +55,9 @@ from nats.aio.subscription import Subscription
 
 from .._drops import RateLimitedLog
 from ..exceptions import BrokerUnavailable, PermissionDenied
-from .base import OnMessage, Transport, TransportEvents, redact_url
+from .base import OnMessage, ProcessRegistry, Transport, TransportEvents, redact_url
 from .nats_errors import VIOLATION, error_cause, failure_of, mask, secrets_of
+from .nats_registry import NatsRegistry, bucket_name
 
 logger = logging.getLogger("channels_neffos.nats")
 
@@ -97,8 +98,10 @@ class NatsTransport(Transport):
         servers: list[str],
         connect_options: dict[str, Any],
         events: TransportEvents,
+        prefix: str = "neffos",
     ) -> None:
         self._servers = servers
+        self._prefix = prefix
         self._connect_options = connect_options
         self._events = events
         self.url = ", ".join(redact_url(server, user_is_secret=True) for server in servers)
@@ -228,7 +231,10 @@ class NatsTransport(Transport):
             if callbacks["closed_cb"] is not None:
                 await callbacks["closed_cb"]()
 
-        options = {**_DEFAULT_CONNECT_OPTIONS, **user_options}
+        # nats-py's own requests (the JetStream API, for presence) answer under the prefix,
+        # so a user with nothing but the prefix's permissions can receive them.
+        inbox = {"inbox_prefix": f"{escape_token(self._prefix)}._INBOX"}
+        options = {**_DEFAULT_CONNECT_OPTIONS, **inbox, **user_options}
         # nats-py retries the *first* connect as often as later reconnects, forever by default.
         # At startup we want an answer: try each server twice, then apply the user's setting.
         reconnect_attempts = options["max_reconnect_attempts"]
@@ -384,6 +390,11 @@ class NatsTransport(Transport):
         waiting.append(reply_to)
 
     # -- worker queues -------------------------------------------------------------------------
+
+    # -- presence ------------------------------------------------------------------------------
+
+    def registry(self) -> ProcessRegistry:
+        return NatsRegistry(self._connected_client, bucket_name(self._prefix), self.url)
 
     async def queue_push(
         self, name: str, payload: bytes, capacity: int, ttl: float, reply_to: str | None = None

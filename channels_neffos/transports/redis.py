@@ -46,7 +46,7 @@ from redis.exceptions import RedisError
 
 from ..exceptions import BrokerUnavailable, PermissionDenied
 from ._resp import ConnectionSource, RespConnection, pack
-from .base import OnMessage, Transport, TransportEvents
+from .base import OnMessage, ProcessRegistry, Transport, TransportEvents
 from .redis_connect import (
     RedisCommandError,
     classify,
@@ -54,6 +54,7 @@ from .redis_connect import (
     error_chain,
     host_secrets,
 )
+from .redis_registry import RedisRegistry, registry_key
 
 logger = logging.getLogger("channels_neffos.redis")
 
@@ -87,7 +88,7 @@ class RedisTransport(Transport):
         self._host = host
         self._secrets = host_secrets(host)
         self._tls = self.url.startswith("rediss://") or " rediss://" in self.url
-        self._prefix = prefix
+        self._prefix = self.prefix = prefix
         self._events = events
         # One entry per command written on the command connection, in order: the future
         # awaiting its reply, or the subject of a fire-and-forget PUBLISH.
@@ -371,6 +372,28 @@ class RedisTransport(Transport):
             return None
         payload = popped[1]
         return payload if isinstance(payload, bytes) else payload.encode()
+
+    # -- presence ------------------------------------------------------------------------------
+
+    def registry(self) -> ProcessRegistry:
+        return RedisRegistry(registry_key(self._prefix), self._eval, self._send_script)
+
+    async def _send_script(self, script: str, key: str, *args: str | int) -> None:
+        """Queue ``script`` on the command connection without waiting (it leaves on close)."""
+        try:
+            self._commands.write(pack(b"EVAL", script, 1, key, *args))
+        except ConnectionError:
+            return  # not connected: the entry expires on its own
+        self._reply_waiters.append("EVAL (presence)")  # an error reply is logged, not raised
+
+    async def _eval(self, script: str, key: str, *args: str | int) -> Any:
+        """Run ``script`` on ``key`` on the command connection; errors as BrokerUnavailable."""
+        try:
+            return await self._command(pack(b"EVAL", script, 1, key, *args))
+        except BrokerUnavailable:
+            raise
+        except (ConnectionError, RedisError) as exc:
+            raise self.broker_unavailable(exc) from self._chainable(exc)
 
     async def queue_flush(self) -> None:
         client = self._blocking()

@@ -37,9 +37,10 @@ from redis.exceptions import RedisError
 
 from ..exceptions import BrokerUnavailable, PermissionDenied
 from ._resp import RespConnection
-from .base import TransportEvents
+from .base import ProcessRegistry, TransportEvents
 from .redis import _PUSH_IF_ROOM, RedisTransport
 from .redis_connect import connection_pool
+from .redis_registry import RedisRegistry, registry_key
 
 
 class _SeedRotation:
@@ -100,6 +101,17 @@ class ClusterRedisTransport(RedisTransport):
     async def publish_request(self, subject: str, payload: bytes, reply_to: str) -> int | None:
         await self.publish(subject, payload, reply_to)
         return None  # a node counts only its own subscribers: the count means nothing here
+
+    # -- presence: one key, on the node of its slot ---------------------------------------------
+
+    def registry(self) -> ProcessRegistry:
+        return RedisRegistry(registry_key(self._prefix), self._cluster_eval, self._cluster_eval)
+
+    async def _cluster_eval(self, script: str, key: str, *args: str | int) -> Any:
+        try:
+            return await self._cluster.eval(script, 1, key, *args)
+        except (OSError, RedisError) as exc:
+            raise self.broker_unavailable(exc) from exc
 
     # -- worker queues: keys, on the node of their slot -----------------------------------------
 

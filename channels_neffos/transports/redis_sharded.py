@@ -25,8 +25,9 @@ import asyncio
 import zlib
 
 from ..exceptions import BrokerUnavailable
-from .base import OnMessage, Transport
+from .base import OnMessage, ProcessRegistry, Transport
 from .redis import RedisTransport
+from .redis_registry import registry_key
 
 #: Second parts of a subject that are a kind, not a pid: the shard key is the part after them.
 _KIND_PARTS = frozenset(("g", "q"))
@@ -103,6 +104,11 @@ class ShardedRedisTransport(Transport):
 
     async def queue_pop(self, name: str, timeout: float, capacity: int) -> bytes | None:
         return await self.shard(name).queue_pop(name, timeout, capacity)
+
+    def registry(self) -> ProcessRegistry:
+        """On the server its key hashes to, as any other key."""
+        key = registry_key(self.shards[0].prefix)
+        return self.shard(key).registry()
 
     async def queue_flush(self) -> None:
         for shard in self.shards:

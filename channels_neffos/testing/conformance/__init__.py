@@ -29,12 +29,14 @@ from ._helpers import LayerSpec, receive_within, unique_prefix
 from ._hygiene import HygieneCases
 from ._limits import LimitCases
 from ._messaging import MessagingCases
+from ._presence import PresenceCases
 
 __all__ = [
     "AskCases",
     "ChannelLayerConformance",
     "LayerSpec",
     "NeffosLayerConformance",
+    "PresenceCases",
     "receive_within",
     "unique_prefix",
 ]
@@ -56,5 +58,6 @@ class ChannelLayerConformance(MessagingCases, GroupCases, LimitCases, HygieneCas
         return make_layer()
 
 
-class NeffosLayerConformance(ChannelLayerConformance, AskCases):
-    """Everything a channels_neffos layer guarantees, including the ``ask`` extension."""
+class NeffosLayerConformance(ChannelLayerConformance, AskCases, PresenceCases):
+    """Everything a channels_neffos layer guarantees, including the ``ask`` and ``presence``
+    extensions."""
