@@ -16,7 +16,11 @@ How it works:
   this process's :mod:`hub <.hub>`, which is in the group ``ns.<namespace>`` or
   ``ns.<namespace>.r.<room>`` (see :mod:`.groups`) and writes each broadcast to every local
   member. Leaving, disconnecting from the namespace and closing the socket end that, and run
-  ``on_leave``/``on_disconnect``.
+  ``on_leave``/``on_disconnect`` (see :mod:`.membership`).
+* Presence (:mod:`.presence`): ``presence_info``, a JSON-able dict the application sets (e.g. in
+  ``on_handshake`` or ``Namespace.on_connect``; ``{}`` by default), is what presence queries
+  report for this connection in every scope it is in; a new value shows at once. When the socket
+  closes, the connection is withdrawn from every scope first, before any hook runs.
 * Everything written to the client goes through its bounded :mod:`outgoing <.outgoing>` buffer;
   a client that cannot keep up is closed with code 4013 (``max_buffered_frames`` and
   ``max_buffered_bytes`` below).
@@ -65,7 +69,8 @@ from django.conf import settings
 from .._drops import RateLimitedLog
 from ..exceptions import AskError, AskTimeout, MessageTooLarge
 from . import protocol
-from .hub import Hub, hub_for
+from .hub import Hub, Member, hub_for
+from .membership import Membership
 from .namespace import NATIVE_MESSAGE, Namespace, Reject
 from .outgoing import Outgoing, counters
 from .protocol import Message, ProtocolError
@@ -84,8 +89,6 @@ MAX_QUEUED_FRAMES = 1000
 INTERNAL_ERROR = "internal server error"
 INVALID_PAYLOAD = "invalid payload"
 MESSAGE_TOO_LARGE = "message too large"
-#: How long a server-initiated join/leave/disconnect waits for the client to confirm.
-FORCED_REQUEST_TIMEOUT = 10.0
 # Close codes. daphne refuses every code but 1000 and 3000-4999 (it logs an error and does not
 # close), so the standard meanings are carried in the application range: 40xx = 10xx.
 #: A first frame that is not the neffos handshake (1002, protocol error).
@@ -105,7 +108,7 @@ def _databases_configured() -> bool:
     )
 
 
-class NeffosConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
+class NeffosConsumer(Membership, AsyncWebsocketConsumer):  # type: ignore[misc]
     """Set ``namespaces`` to the :class:`Namespace` subclasses clients may connect to."""
 
     namespaces: ClassVar[list[type[Namespace]]] = []
@@ -152,6 +155,7 @@ class NeffosConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             max_frames=self.max_buffered_frames,
             max_bytes=self.max_buffered_bytes,
         )
+        self._member = Member(self._outgoing, self.presence_info)
 
     async def send(
         self, text_data: str | None = None, bytes_data: bytes | None = None, close: Any = False
@@ -212,11 +216,14 @@ class NeffosConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             await self.close(code=CLOSE_REFUSED)
 
     async def disconnect(self, code: int) -> None:
-        if self._outgoing is not None:
-            await self._outgoing.discard()
+        # First of all, before any await: out of every scope (no presence query lists a closing
+        # connection from now on), and no handler goes on to join anything.
+        settling = self._withdraw()
         tasks = [*self._tasks, *([self._handler_task] if self._handler_task else [])]
         for task in tasks:
             task.cancel()
+        if self._outgoing is not None:
+            await self._outgoing.discard()
         await asyncio.gather(*tasks, return_exceptions=True)
         for pending in self._server_asks.values():
             pending.cancel()
@@ -225,6 +232,8 @@ class NeffosConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 await self._drop_namespace(namespace)
             except Exception:  # one failing hook must not keep the others from cleaning up
                 logger.exception("leaving namespace %r on disconnect failed", namespace.name)
+        # The hub's group memberships; a failure is logged by the hub (the memberships expire).
+        await asyncio.gather(*settling, return_exceptions=True)
 
     # -- frames from the client ----------------------------------------------------------------
 
@@ -381,39 +390,6 @@ class NeffosConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             raise Reject(protocol.ERR_BAD_NAMESPACE)
         await self._connect_namespace(declared(self))
 
-    async def _connect_namespace(self, namespace: Namespace) -> None:
-        try:
-            await self._user_code(namespace.on_connect)
-            await self._join_scope(namespace.name, "")
-        except BaseException:
-            for room in namespace.rooms:  # joined by on_connect before it refused
-                await self._hub.leave((namespace.name, room), self.connection_id)
-            raise
-        self.connected_namespaces[namespace.name] = namespace
-
-    # -- membership bookkeeping ----------------------------------------------------------------
-
-    async def _join_scope(self, namespace: str, room: str) -> None:
-        if self._outgoing is None:
-            raise RuntimeError("a connection joins namespaces and rooms only once accepted")
-        await self._hub.join((namespace, room), self.connection_id, self._outgoing)
-
-    async def _add_room(self, namespace: Namespace, room: str) -> None:
-        await self._join_scope(namespace.name, room)
-        namespace.rooms.add(room)
-
-    async def _drop_room(self, namespace: Namespace, room: str) -> None:
-        namespace.rooms.discard(room)
-        await self._hub.leave((namespace.name, room), self.connection_id)
-        await self._user_code(namespace.on_leave, room)
-
-    async def _drop_namespace(self, namespace: Namespace) -> None:
-        for room in list(namespace.rooms):
-            await self._drop_room(namespace, room)
-        self.connected_namespaces.pop(namespace.name, None)
-        await self._hub.leave((namespace.name, ""), self.connection_id)
-        await self._user_code(namespace.on_disconnect)
-
     # -- writing to this client ----------------------------------------------------------------
 
     async def write(self, message: Message) -> None:
@@ -486,32 +462,3 @@ class NeffosConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             pass  # the asker times out as well
         else:
             await layer.reply(request, {"body": body})
-
-    # -- server-initiated membership changes ---------------------------------------------------
-
-    async def _request_client(self, request: Message) -> None:
-        # The client answers a request it accepts with an empty frame, one it refuses with an
-        # error (AskError here, for the caller of join/leave/disconnect). A native-only client
-        # knows nothing of namespaces and rooms: there is nothing to ask it.
-        if not self._native_only:
-            await self.ask_client(request, timeout=FORCED_REQUEST_TIMEOUT)
-
-    async def force_join(self, namespace: Namespace, room: str) -> None:
-        if room in namespace.rooms:
-            return
-        await self._request_client(Message(namespace.name, room, protocol.ON_ROOM_JOIN))
-        await self._add_room(namespace, room)
-
-    async def force_leave(self, namespace: Namespace, room: str) -> None:
-        if room not in namespace.rooms:
-            return
-        await self._request_client(Message(namespace.name, room, protocol.ON_ROOM_LEAVE))
-        await self._drop_room(namespace, room)
-
-    async def force_disconnect(self, namespace: Namespace) -> None:
-        if self.connected_namespaces.get(namespace.name) is not namespace:
-            return
-        await self._request_client(Message(namespace.name, "", protocol.ON_NAMESPACE_DISCONNECT))
-        await self._drop_namespace(namespace)
-        if self._native_only:
-            await self.close()  # its only namespace: nothing is left to talk about

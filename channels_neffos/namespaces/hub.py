@@ -16,14 +16,19 @@ the Channels groups ``ns.<namespace>`` and ``ns.<namespace>.r.<room>`` (see :mod
   when its first local member arrives and leaves it with its last; it renews its memberships
   every ``group_expiry / 2`` seconds, so long-lived connections never expire. The hub's channel
   and its reader task exist only while the hub has members: nothing outlives the connections.
+* **Presence.** Each member carries its connection's ``presence_info`` (a :class:`Member`, shared
+  by all the scopes of one connection, so a change shows everywhere at once). The hub answers
+  asks of type ``neffos.presence`` (:mod:`.presence`) with its local members of the scope as they
+  are when the ask arrives: a member is listed from the moment ``join`` starts until ``leave``
+  (or ``leave_all``, which a closing connection calls before anything else) is called.
 * **Order and loss** are the channel layer's: at-most-once, FIFO per sender (see
   ``docs/semantics.rst``). The hub's channel holds :data:`HUB_CAPACITY` messages; it is drained
   without awaiting any client, so it only fills if this process cannot keep up at all (drops are
   counted by the layer as ``channel_full``).
 
-Messages of other types sent to these groups reach no consumer: they are dropped, counted in
-``namespaces.counters["not_a_frame"]`` and logged (rate-limited). Send neffos frames with
-:mod:`.server`, or use a group of your own.
+Messages of other types (and presence messages that are not asks) sent to these groups reach no
+consumer: they are dropped, counted in ``namespaces.counters["not_a_frame"]`` and logged
+(rate-limited). Send neffos frames with :mod:`.server`, or use a group of your own.
 """
 
 from __future__ import annotations
@@ -34,8 +39,9 @@ import weakref
 from typing import Any
 
 from .._drops import RateLimitedLog
-from .groups import namespace_group, room_group
+from ..exceptions import MessageTooLarge
 from .outgoing import Outgoing, counters
+from .presence import PRESENCE_TYPE, scope_group
 from .server import FRAME_TYPE
 
 logger = logging.getLogger("channels_neffos.namespaces")
@@ -69,8 +75,18 @@ def _log_failure(task: asyncio.Task[None]) -> None:
 
 
 def _group(scope: Scope) -> str:
-    namespace, room = scope
-    return room_group(namespace, room) if room else namespace_group(namespace)
+    return scope_group(*scope)
+
+
+class Member:
+    """One local connection, as the hub knows it in every scope it is in."""
+
+    __slots__ = ("info", "outgoing")
+
+    def __init__(self, outgoing: Outgoing, info: dict[str, Any]) -> None:
+        self.outgoing = outgoing
+        #: The connection's ``presence_info``, as presence queries report it.
+        self.info = info
 
 
 class Hub:
@@ -78,8 +94,8 @@ class Hub:
 
     def __init__(self, layer: Any) -> None:
         self.layer = layer
-        #: scope -> {connection id -> its outgoing frames}
-        self.members: dict[Scope, dict[str, Outgoing]] = {}
+        #: scope -> {connection id -> the connection (its outgoing frames, its presence info)}
+        self.members: dict[Scope, dict[str, Member]] = {}
         #: scope -> (its group, the hub channel that is in it)
         self._joined: dict[Scope, tuple[str, str]] = {}
         #: scope -> the task bringing the layer's membership in line with ``members``
@@ -87,12 +103,14 @@ class Hub:
         self._channel: str | None = None
         self._starting: asyncio.Future[str] | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        #: presence answers being sent (they outlive the reader if the hub stops meanwhile)
+        self._answers: set[asyncio.Task[None]] = set()
 
     # -- membership ------------------------------------------------------------------------
 
-    async def join(self, scope: Scope, connection_id: str, outgoing: Outgoing) -> None:
-        """Deliver ``scope``'s broadcasts to ``outgoing`` from now on, on every instance."""
-        self.members.setdefault(scope, {})[connection_id] = outgoing
+    async def join(self, scope: Scope, connection_id: str, member: Member) -> None:
+        """Deliver ``scope``'s broadcasts to ``member`` from now on, on every instance."""
+        self.members.setdefault(scope, {})[connection_id] = member
         if scope in self._joined and scope not in self._settling:
             return  # the process is in the group already: the common case
         try:
@@ -106,6 +124,11 @@ class Hub:
         """Stop delivering ``scope``'s broadcasts to this connection (at once)."""
         if self._forget(scope, connection_id):
             await asyncio.shield(self._settle(scope))
+
+    def leave_all(self, scopes: list[Scope], connection_id: str) -> list[asyncio.Task[None]]:
+        """Leave every scope in ``scopes`` at once (a closing connection); the returned tasks
+        bring the layer's group memberships in line."""
+        return [self._settle(scope) for scope in scopes if self._forget(scope, connection_id)]
 
     def _forget(self, scope: Scope, connection_id: str) -> bool:
         """Remove the member; ``True`` if that left ``scope`` without local members."""
@@ -184,7 +207,10 @@ class Hub:
         while True:
             message = await receive(channel)
             try:
-                self._fan_out(message)
+                if message.get("type") == PRESENCE_TYPE and self.layer.is_ask(message):
+                    self._answer_presence(message)
+                else:
+                    self._fan_out(message)
             except Exception:  # a malformed message must not end the reader, nor flood the log
                 counters["undeliverable"] += 1
                 _failed(
@@ -208,9 +234,46 @@ class Hub:
             return
         frame = message["frame"]
         exclude = message.get("exclude")
-        for connection_id, outgoing in members.items():
+        for connection_id, member in members.items():
             if connection_id != exclude:
-                outgoing.push(frame)
+                member.outgoing.push(frame)
+
+    # -- presence ------------------------------------------------------------------------------
+
+    def local_presence(self, scope: Scope) -> list[list[Any]]:
+        """``[connection id, presence info]`` of each local member of ``scope``, right now."""
+        members = self.members.get(scope)
+        if not members:
+            return []
+        return [[connection_id, member.info] for connection_id, member in members.items()]
+
+    def _answer_presence(self, request: dict[str, Any]) -> None:
+        # The answer is taken now, in the reader; only sending it waits (in a task of its own,
+        # so that frames keep flowing to clients meanwhile).
+        answer = {"members": self.local_presence((request["namespace"], request["room"]))}
+        task = asyncio.ensure_future(self._send_answer(request, answer))
+        self._answers.add(task)
+        task.add_done_callback(self._answer_sent)
+
+    async def _send_answer(self, request: dict[str, Any], answer: dict[str, Any]) -> None:
+        try:
+            await self.layer.reply(request, answer)
+        except MessageTooLarge as exc:
+            await self.layer.reply_error(
+                request, f"this process's presence answer is too large for the broker ({exc})"
+            )
+        except (TypeError, ValueError) as exc:  # presence_info changed in place into a non-dict
+            await self.layer.reply_error(request, f"a presence_info cannot be sent: {exc}")
+
+    def _answer_sent(self, task: asyncio.Task[None]) -> None:
+        self._answers.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            counters["undeliverable"] += 1
+            _failed(
+                "presence_answer",
+                "the namespaces hub could not send %d presence answer(s): %r",
+                task.exception(),
+            )
 
     async def _renew_memberships(self) -> None:
         interval = float(getattr(self.layer, "group_expiry", 86400)) / 2

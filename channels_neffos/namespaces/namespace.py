@@ -29,6 +29,12 @@ Broadcasts go through the channel layer to every instance: ``broadcast`` reaches
 in the namespace (or the room) on every server, excluding this connection unless
 ``include_self=True``; ``send_to`` reaches one connection by id, wherever it is.
 
+Presence: ``await self.presence(room)`` lists the connections in the namespace (``room=""``) or in
+a room, on every instance, with the ``presence_info`` each consumer set (``by="user"`` counts
+several connections of one user once); with ``presence_events = True`` a room's members get
+``_OnPresenceJoin``/``_OnPresenceLeave`` events when others join or leave it (see
+:mod:`.presence`).
+
 Native messages (plain WebSocket frames, no neffos header) go to the empty namespace's
 ``NATIVE_MESSAGE`` handler, as in neffos::
 
@@ -48,6 +54,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+from .presence import query as presence_query
 from .protocol import ON_NATIVE_MESSAGE, Message
 
 if TYPE_CHECKING:
@@ -83,6 +90,9 @@ class Namespace:
     name: ClassVar[str]
     #: event name -> method name, collected from ``@event`` marks.
     events: ClassVar[dict[str, str]] = {}
+    #: Send ``_OnPresenceJoin``/``_OnPresenceLeave`` (body: JSON ``{"id": ..., "info": ...}``) to
+    #: a room's other members, on every instance, when a connection joins or leaves it.
+    presence_events: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -164,6 +174,14 @@ class Namespace:
     ) -> None:
         """Send to the one connection ``connection_id`` (neffos' ``To``), wherever it is."""
         await self.connection.send_to(connection_id, Message(self.name, room, event_name, body))
+
+    async def presence(self, room: str = "", *, by: str | None = None) -> list[dict[str, Any]]:
+        """Who is in this namespace (``room=""``) or in ``room``, on every instance.
+
+        ``[{"id": connection_id, "info": presence_info}, ...]`` sorted by id; with ``by="user"``,
+        one ``{"key": user, "ids": [...], "info": ...}`` per distinct ``info["user"]`` (see
+        :mod:`.presence`). Exact once joins and leaves have returned; no time window."""
+        return await presence_query(self.connection.channel_layer, self.name, room, by)
 
     # -- forcing membership --------------------------------------------------------------------
 

@@ -5,7 +5,8 @@ Everything goes through the channel layer, so it works across server instances:
 * :func:`broadcast` — an event to every connection in a namespace, or in a room of it,
   optionally excluding one connection (the exclusion holds on every instance);
 * :func:`send_to` — an event to one connection, by its id (neffos' ``To``);
-* :func:`ask` — ask one connection's client and await its answer.
+* :func:`ask` — ask one connection's client and await its answer;
+* :func:`presence` — who is in a namespace, or in a room of it (see :mod:`.presence`).
 
 Each has a ``*_sync`` twin for synchronous code (views, signals, Celery). A frame is serialized
 once, by the sender. A broadcast reaches each server process once, and that process's
@@ -23,6 +24,7 @@ from channels.layers import get_channel_layer
 
 from .groups import namespace_group, room_group
 from .namespace import DEFAULT_ASK_TIMEOUT
+from .presence import query as presence_query
 from .protocol import Message, serialize
 
 FRAME_TYPE = "neffos.frame"
@@ -114,6 +116,20 @@ async def ask(
     return reply["body"]  # type: ignore[no-any-return]
 
 
+async def presence(
+    namespace: str, room: str = "", *, by: str | None = None, layer: Any = None
+) -> list[dict[str, Any]]:
+    """The connections in ``namespace`` (``room=""``) or in its ``room``, on every instance.
+
+    ``[{"id": connection_id, "info": presence_info}, ...]`` sorted by id; ``by="user"`` gives one
+    ``{"key": user, "ids": [...], "info": ...}`` per distinct ``info["user"]``. Exact as soon as
+    joins and leaves have returned (see :mod:`.presence`); ``PresenceUnavailable`` if the broker
+    keeps no registry of processes.
+    """
+    return await presence_query(_layer(layer), namespace, room, by)
+
+
 broadcast_sync = async_to_sync(broadcast)
 send_to_sync = async_to_sync(send_to)
 ask_sync = async_to_sync(ask)
+presence_sync = async_to_sync(presence)

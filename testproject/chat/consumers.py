@@ -1,10 +1,11 @@
 """The chat: one neffos namespace, ``chat``, with rooms, across every daphne instance.
 
 Client events (see static/chat/app.js): ``chat`` (a room message, broadcast to the room's other
-members), ``whoami`` (ask: your connection id), ``who`` (ask: who is in a room, gathered from
-every instance through a group of the chat's own, ``who.<room hash>``), ``whisper`` (to one
-connection id), ``poke`` (the server asks another client "ping" and returns its answer). Joining
-the room ``closed`` is refused.
+members), ``whoami`` (ask: your connection id), ``who`` (ask: the nicknames of the connections in
+a room, on every instance, sorted — the namespaces' presence, exact as soon as joins and leaves
+have returned, with no time window), ``whisper`` (to one connection id), ``poke`` (the server asks
+another client "ping" and returns its answer). Joining the room ``closed`` is refused. Each
+connection's presence info is its nickname, ``{"name": ...}``.
 
 ``ws/native?room=<room>`` is for plain WebSocket clients (no neffos.js, e.g. ``websocat``): every
 text or binary frame is relayed, as it is, to the other plain clients in that room on every
@@ -13,11 +14,7 @@ instance — neffos' native messages.
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import json
-import secrets
-from typing import Any
 from urllib.parse import parse_qs
 
 from channels_neffos.namespaces import (
@@ -30,16 +27,6 @@ from channels_neffos.namespaces import (
 )
 from channels_neffos.namespaces import server as neffos_server
 
-#: How long "who" listens for answers from the other instances.
-PRESENCE_WINDOW = 0.3
-
-
-def presence_group(room: str) -> str:
-    """The group whose members answer "who is in ``room``": each member consumer itself.
-
-    (The namespace's own room groups hold one hub per process, which writes frames only.)"""
-    return "who." + hashlib.sha256(room.encode()).hexdigest()[:40]
-
 
 class Chat(Namespace):
     name = "chat"
@@ -47,17 +34,14 @@ class Chat(Namespace):
     async def on_connect(self) -> None:
         query = parse_qs(self.connection.scope.get("query_string", b"").decode())
         self.nickname = (query.get("name") or ["anonymous"])[0][:40]
+        self.connection.presence_info = {"name": self.nickname}
 
     async def on_join(self, room: str) -> None:
         if room == "closed":
             raise Reject("this room is closed")
-        layer = self.connection.channel_layer
-        await layer.group_add(presence_group(room), self.connection.channel_name)
         await self.broadcast("notice", f"{self.nickname} joined {room}", room=room)
 
     async def on_leave(self, room: str) -> None:
-        layer = self.connection.channel_layer
-        await layer.group_discard(presence_group(room), self.connection.channel_name)
         await self.broadcast("notice", f"{self.nickname} left {room}", room=room)
 
     @event("chat")
@@ -73,10 +57,9 @@ class Chat(Namespace):
 
     @event("who")
     async def who(self, message: Message) -> str:
-        room = message.text
-        assert isinstance(self.connection, ChatConsumer)  # noqa: S101 - wiring, not input
-        present = await self.connection.gather_presence(room)
-        return json.dumps(sorted(present))
+        """The nicknames in the room ``message.text``, on every instance, sorted."""
+        entries = await self.presence(message.text)
+        return json.dumps(sorted(entry["info"].get("name", "anonymous") for entry in entries))
 
     @event("whisper")
     async def whisper(self, message: Message) -> None:
@@ -92,42 +75,6 @@ class Chat(Namespace):
 
 class ChatConsumer(NeffosConsumer):
     namespaces = [Chat]
-
-    async def connect(self) -> None:
-        await super().connect()
-        self._presence: dict[str, list[str]] = {}
-
-    async def gather_presence(self, room: str) -> list[str]:
-        """Nicknames of the members of ``room`` on every instance (answers for a short window)."""
-        token = secrets.token_hex(8)
-        answers = self._presence[token] = []
-        query = {
-            "type": "chat.presence_query",
-            "room": room,
-            "token": token,
-            "reply_to": self.channel_name,
-        }
-        try:
-            await self.channel_layer.group_send(presence_group(room), query)
-            await asyncio.sleep(PRESENCE_WINDOW)
-        finally:
-            del self._presence[token]
-        return answers
-
-    async def chat_presence_query(self, query: dict[str, Any]) -> None:
-        chat = self.connected_namespaces.get(Chat.name)
-        if isinstance(chat, Chat) and query["room"] in chat.rooms:
-            answer = {
-                "type": "chat.presence_answer",
-                "token": query["token"],
-                "name": chat.nickname,
-            }
-            await self.channel_layer.send(query["reply_to"], answer)
-
-    async def chat_presence_answer(self, answer: dict[str, Any]) -> None:
-        waiting = self._presence.get(answer["token"])
-        if waiting is not None:
-            waiting.append(answer["name"])
 
 
 class NativeRelay(Namespace):
