@@ -21,8 +21,8 @@ from channels_neffos.namespaces import consumer as consumer_module
 from channels_neffos.namespaces import server as neffos_server
 from channels_neffos.namespaces.groups import namespace_group, room_group
 from channels_neffos.namespaces.hub import hub_for
-from channels_neffos.namespaces.protocol import parse
 from channels_neffos.testing.conformance import LayerSpec
+from tests.neffos_client import Client
 
 
 class Shout(Namespace):
@@ -51,28 +51,6 @@ def any_spec(request: pytest.FixtureRequest) -> Iterator[LayerSpec]:
     layers = {"default": {"BACKEND": spec.backend, "CONFIG": spec.config}}
     with override_settings(CHANNEL_LAYERS=layers):
         yield spec
-
-
-class Client:
-    def __init__(self, communicator: WebsocketCommunicator, connection_id: str) -> None:
-        self.communicator = communicator
-        self.id = connection_id
-        self._wait = 0
-
-    async def request(self, text: str) -> str:
-        self._wait += 1
-        await self.communicator.send_to(text_data=f"${self._wait};{text}")
-        answer: str = await self.communicator.receive_from(timeout=5)
-        return answer
-
-    async def emit(self, text: str) -> None:
-        await self.communicator.send_to(text_data=f";{text}")
-
-    async def frame(self) -> Message:
-        return parse(await self.communicator.receive_from(timeout=5))
-
-    async def nothing(self) -> bool:
-        return bool(await self.communicator.receive_nothing(timeout=0.2))
 
 
 async def connect(rooms: tuple[str, ...] = ()) -> Client:

@@ -34,6 +34,7 @@ from channels_neffos.namespaces import (
 from channels_neffos.namespaces.groups import room_group
 from channels_neffos.namespaces.protocol import parse
 from channels_neffos.testing.conformance import LayerSpec
+from tests import neffos_client
 
 
 class Lobby(Namespace):
@@ -83,18 +84,7 @@ def two_layers(spec: LayerSpec) -> Iterator[LayerSpec]:
         yield spec
 
 
-class Client:
-    def __init__(self, communicator: WebsocketCommunicator, connection_id: str) -> None:
-        self.communicator = communicator
-        self.id = connection_id
-        self._wait = 0
-
-    async def request(self, text: str) -> str:
-        self._wait += 1
-        await self.communicator.send_to(text_data=f"${self._wait};{text}")
-        answer: str = await self.communicator.receive_from(timeout=5)
-        return answer
-
+class Client(neffos_client.Client):
     async def ok(self, text: str) -> None:
         answer = await self.request(text)
         assert answer.endswith(";;;;;;") or ";0;0;" in answer, answer
@@ -110,12 +100,6 @@ class Client:
         answer = parse(await self.request(f"lobby;;who;0;0;{body}"))
         assert not answer.is_error, answer
         return json.loads(answer.text)
-
-    async def frame(self) -> Message:
-        return parse(await self.communicator.receive_from(timeout=5))
-
-    async def nothing(self) -> bool:
-        return bool(await self.communicator.receive_nothing(timeout=0.2))
 
 
 class Clients:
