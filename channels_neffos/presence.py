@@ -150,6 +150,10 @@ class Presence:
             pids = await self._get_registry().announced()
         except (RegistryUnavailable, PermissionDenied) as exc:
             raise PresenceUnavailable(self._url, exc) from exc
+        except BrokerUnavailable:
+            raise
+        except ConnectionError as exc:  # reconnecting
+            raise BrokerUnavailable(self._url, exc) from exc
         others = [pid for pid in pids if pid != self._pid]
         answers = await asyncio.gather(*(self._ask(pid, operation, group) for pid in others))
         return [self._local_answer(operation, group), *(a for a in answers if a is not None)]
