@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable
 from time import monotonic
 
 logger = logging.getLogger("channels_neffos")
@@ -23,6 +24,10 @@ REASONS = {
     "unknown_channel": "no channel of that name lives in this process any more",
     "refused": "the broker refused it (a permission this user lacks)",
     "undecryptable": "no key in symmetric_encryption_keys could decrypt it",
+    "unconfirmed": "it was sent, but the connection to the broker dropped before the broker "
+    "confirmed it; it may or may not have arrived",
+    "no_subscriber": "the broker had no subscriber for it: the receiving process is gone, or "
+    "has not re-subscribed yet after a reconnect",
 }
 
 
@@ -39,28 +44,40 @@ class RateLimitedLog:
 
     def __call__(
         self, kind: str, message: str, *args: object, count: int = 1, exc_info: bool = False
-    ) -> None:
+    ) -> int:
         """``message`` is formatted with the count since the last line, then ``args``.
 
         ``exc_info=True`` (inside an ``except`` block) adds the traceback to the lines that are
-        logged: the first one of a kind, then one per ``interval``.
+        logged: the first one of a kind, then one per ``interval``. Returns the count the line
+        carried, or 0 if nothing was logged this time.
         """
         self._unlogged[kind] += count
         now = monotonic()
-        if now - self._last_logged.get(kind, -self.interval) >= self.interval:
-            self._last_logged[kind] = now
-            happened, self._unlogged[kind] = self._unlogged[kind], 0
-            self.log.log(self.level, message, happened, *args, exc_info=exc_info)
+        if now - self._last_logged.get(kind, -self.interval) < self.interval:
+            return 0
+        self._last_logged[kind] = now
+        happened, self._unlogged[kind] = self._unlogged[kind], 0
+        self.log.log(self.level, message, happened, *args, exc_info=exc_info)
+        return happened
 
 
 class DropLog:
-    def __init__(self, counters: Counter[str], interval: float = 10.0) -> None:
+    """Counts every drop; logs (and tells ``on_report``, e.g. to send the ``messages_dropped``
+    signal) at the rate of :class:`RateLimitedLog`, with the count since the last report."""
+
+    def __init__(
+        self,
+        counters: Counter[str],
+        interval: float = 10.0,
+        on_report: Callable[[str, int, str], None] | None = None,
+    ) -> None:
         self.counters = counters
         self._log = RateLimitedLog(logger, logging.WARNING, interval)
+        self._on_report = on_report
 
     def __call__(self, reason: str, where: str, count: int = 1) -> None:
         self.counters[reason] += count
-        self._log(
+        reported = self._log(
             reason,
             "channels_neffos dropped %d message(s) because %s (latest: %s); see layer.counters[%r]",
             REASONS[reason],
@@ -68,3 +85,5 @@ class DropLog:
             reason,
             count=count,
         )
+        if reported and self._on_report is not None:
+            self._on_report(reason, reported, where)

@@ -14,7 +14,9 @@ from .transports.base import Transport, TransportEvents
 from .transports.nats import NatsTransport
 from .transports.redis import RedisTransport
 from .transports.redis_cluster import ClusterRedisTransport
+from .transports.redis_connect import redact_redis_url
 from .transports.redis_sharded import ShardedRedisTransport
+from .transports.sentinel import check_sentinel_host, is_sentinel_host
 
 
 class RedisChannelLayer(NeffosChannelLayer):
@@ -24,6 +26,12 @@ class RedisChannelLayer(NeffosChannelLayer):
     or a dict of redis-py connection keyword arguments (``{"address": url, ...}`` or
     ``{"host": ..., "port": ..., "password": ...}``). Several servers share the load: every
     subject lives on one of them (see :mod:`channels_neffos.transports.redis_sharded`).
+
+    A dict with ``"sentinels": [(host, port), ...]`` and ``"master_name"`` is a master found
+    through Redis Sentinel, as in ``channels_redis``: ``"sentinel_kwargs"`` are the options for
+    connecting to the sentinels (e.g. their password), every other key a connection option for
+    the master. The layer follows failovers (see :mod:`channels_neffos.transports.sentinel`);
+    several such entries are shards as above.
 
     ``cluster=True``: ``hosts`` are seed nodes (URLs) of one Redis Cluster (see
     :mod:`channels_neffos.transports.redis_cluster`).
@@ -51,11 +59,22 @@ class RedisChannelLayer(NeffosChannelLayer):
             raise TypeError("hosts must be a non-empty list of redis:// URLs or dicts")
         for host in hosts:
             if not isinstance(host, (str, dict)):
-                raise TypeError(f"each entry of hosts must be a URL string or a dict, got {host!r}")
+                raise TypeError(
+                    f"each entry of hosts must be a URL string or a dict, got {type(host).__name__}"
+                )
+            if is_sentinel_host(host):
+                if cluster:
+                    raise TypeError(
+                        "cluster=True and a Sentinel entry in hosts do not go together: a Redis "
+                        "Cluster fails over by itself (give its nodes' URLs), Sentinel watches "
+                        "plain servers (use cluster=False)"
+                    )
+                check_sentinel_host(host)
         for host in hosts if cluster else ():
             if not isinstance(host, str) or not host.startswith(("redis://", "rediss://")):
+                shown = redact_redis_url(host) if isinstance(host, str) else "a dict"
                 raise TypeError(
-                    f"with cluster=True, hosts must be redis:// or rediss:// URLs, got {host!r}"
+                    f"with cluster=True, hosts must be redis:// or rediss:// URLs, got {shown!r}"
                 )
         self.hosts = list(hosts)
 

@@ -35,11 +35,12 @@ import secrets
 import time
 from collections.abc import Awaitable
 from time import monotonic
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from channels.exceptions import ChannelFull
 
 from . import envelope
+from .connection_state import ConnectionState
 from .envelope import CHANNEL, CONTROL, GROUP, REPLY, Envelope
 from .exceptions import (
     BrokerUnavailable,
@@ -51,9 +52,10 @@ from .exceptions import (
 from .mailbox import Mailbox
 from .outbox import Outbox
 from .presence import MEMBERS as PRESENCE_MEMBERS
+from .presence import PROCESS_STATS, Presence
 from .presence import SIZE as PRESENCE_SIZE
-from .presence import Presence
 from .replies import Replies
+from .stats import process_stats
 
 if TYPE_CHECKING:
     from .engine import NeffosChannelLayer
@@ -96,6 +98,7 @@ class LayerProcess:
         self.pid = pid or secrets.token_hex(6)
         self.prefix = layer.prefix
         self.transport = layer.transport_for(self)
+        self.connection = ConnectionState(layer, self.pid, self.transport.url, layer.counters)
         self.outbox = Outbox(self.transport, self._publish_lost)
         self.mailboxes: dict[str, Mailbox] = {}
         #: group -> {local channel -> membership deadline (monotonic)}
@@ -123,6 +126,11 @@ class LayerProcess:
         self._last_sweep = monotonic()
         self.drop = layer.drop_log
         self.started = False
+        self.started_at, self.started_monotonic = time.time(), monotonic()
+        #: Messages that arrived from the broker, and those published without the outbox (worker
+        #: channel pushes, requests): for stats.
+        self.received = 0
+        self.published_directly = 0
         self.closed = False
         self.max_body = 0
 
@@ -170,10 +178,10 @@ class LayerProcess:
     # -- TransportEvents -----------------------------------------------------------------------
 
     def connection_lost(self, reason: BaseException | None) -> None:
-        self.layer.counters["connection_lost"] += 1
+        self.connection.lost(reason)
 
     def connection_restored(self) -> None:
-        self.layer.counters["connection_restored"] += 1
+        self.connection.restored()
         if not self.closed:
             self.spawn(self.presence.announce_again())  # a restarted broker lost the registry
 
@@ -306,15 +314,18 @@ class LayerProcess:
             raise BrokerUnavailable(self.transport.url, exc) from exc
         if not pushed:
             raise ChannelFull(channel)
+        self.published_directly += 1
 
     # -- receiving from the broker -------------------------------------------------------------
 
     def _decode(self, payload: bytes) -> list[Envelope]:
         try:
-            return envelope.decode_frame(payload)
+            messages = envelope.decode_frame(payload)
         except ValueError as exc:
             self.drop("garbage", str(exc))
             return []
+        self.received += len(messages)
+        return messages
 
     def _on_process_message(self, payload: bytes) -> None:
         expires_at = monotonic() + self.layer.expiry
@@ -348,12 +359,13 @@ class LayerProcess:
     def _apply_control(self, request: Envelope) -> None:
         try:
             op, group = envelope.unpack_control(request.body)
-            self.layer.require_valid_group_name(group)
+            if op != PROCESS_STATS:
+                self.layer.require_valid_group_name(group)
         except (ValueError, TypeError) as exc:  # TypeError: an invalid group name
             self.drop("garbage", str(exc))
             self.replies.refuse(request, envelope.REPLY_ERROR, str(exc))
             return
-        if op in (PRESENCE_MEMBERS, PRESENCE_SIZE):  # a question to the whole process
+        if op in (PRESENCE_MEMBERS, PRESENCE_SIZE, PROCESS_STATS):  # a question to the process
             answer = envelope.pack_reply(envelope.REPLY_OK, self.presence_answer(op, group))
             if request.reply_to is not None:
                 self.spawn(self.replies.send_reply(request.reply_to, request.origin_pid, answer))
@@ -416,8 +428,11 @@ class LayerProcess:
             raise
         await self.presence.ensure_announced()  # listed before the membership can be asked for
 
-    def presence_answer(self, operation: str, group: str) -> list[str] | int:
-        """This process's members of ``group`` (or how many), memberships past expiry left out."""
+    def presence_answer(self, operation: str, group: str) -> list[str] | int | dict[str, Any]:
+        """This process's members of ``group`` (or how many), memberships past expiry left out;
+        or, for ``process_stats``, its :class:`~channels_neffos.stats.ProcessStats` as a dict."""
+        if operation == PROCESS_STATS:
+            return process_stats(self).to_dict()
         now = monotonic()
         members = [c for c, until in self.groups.get(group, {}).items() if until > now]
         return members if operation == PRESENCE_MEMBERS else len(members)
@@ -485,6 +500,7 @@ class LayerProcess:
             except ValueError as exc:
                 self.drop("garbage", str(exc))
                 continue
+            self.received += 1
             age = time.time() - (message.sent_at or time.time())
             remaining = self.layer.expiry - age
             if remaining < 0:

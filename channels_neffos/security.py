@@ -63,6 +63,8 @@ REDIS_COMMANDS = (
     "zremrangebyscore",
     "zrem",
     "pexpire",
+    # Sentinel: each connection checks that its server is the master (ROLE) before using it
+    "role",
 )
 
 
@@ -95,7 +97,8 @@ def redis_acl(prefix: str, user: str = "channels", password: str = "<password>")
 
         user channels reset on ><password> resetkeys ~myapp:q:* resetchannels &myapp:* -@all
         +ping +publish +subscribe +unsubscribe +punsubscribe +eval +llen +lpush +expire +brpop
-        +scan +unlink (+psubscribe &*)
+        +scan +unlink +time +zadd +zrangebyscore +zremrangebyscore +zrem +pexpire +role
+        (+psubscribe &*)
 
     (on one line). Replace ``<password>``, or pass it, and keep the file private.
     """

@@ -26,6 +26,12 @@ ensure_venv() {
   if [ ! -x .venv/bin/python ]; then
     "$(pick_python)" -m venv .venv
   fi
+  # Installed already from this very pyproject.toml, editable from this very checkout: nothing
+  # to do (a reinstall takes seconds, and swaps the package under tests running from .venv).
+  if cmp -s pyproject.toml .venv/.installed-from-pyproject &&
+     [ "$(.venv/bin/python -c 'import channels_neffos, os; print(os.path.dirname(os.path.dirname(channels_neffos.__file__)))' 2>/dev/null)" = "$PWD" ]; then
+    return 0
+  fi
   # pip's output goes to a log, shown only if the install fails.
   if ! { .venv/bin/python -m pip install --upgrade pip &&
          .venv/bin/python -m pip install -e ".[test]"; } >.venv/pip.log 2>&1; then
@@ -33,6 +39,7 @@ ensure_venv() {
     echo "installing the test dependencies failed (log above)" >&2
     return 1
   fi
+  cp pyproject.toml .venv/.installed-from-pyproject
 }
 
 # The testproject's npm packages (neffos.js for the page, ws/playwright-core for the e2e tests).
@@ -41,11 +48,17 @@ ensure_npm() {
     echo "npm is needed for the neffos.js client (Debian: apt-get install npm)" >&2
     return 1
   fi
+  # Installed already from this very lock file: nothing to do (npm ci would delete node_modules
+  # first, under any test or demo using it, and take seconds).
+  if cmp -s testproject/package-lock.json testproject/node_modules/.installed-from-lock; then
+    return 0
+  fi
   if ! (cd testproject && npm ci --no-audit --no-fund --loglevel=error) >.venv/npm.log 2>&1; then
     cat .venv/npm.log >&2
     echo "npm ci in testproject/ failed (log above)" >&2
     return 1
   fi
+  cp testproject/package-lock.json testproject/node_modules/.installed-from-lock
 }
 
 # Headless Chromium for the browser test: Debian's package, installed if missing and possible.

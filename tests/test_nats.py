@@ -147,3 +147,53 @@ async def test_a_reader_waiting_on_a_worker_channel_gets_what_is_sent_after_flus
     await asyncio.wait_for(until_the_second(), 3)
     await reader.close()
     await sender.close()
+
+
+async def _down_and_buffering(layer: NatsChannelLayer, server: BrokerProcess) -> None:
+    """Kill ``server`` and return once ``layer``'s nats-py client knows it is reconnecting."""
+    process = layer._processes[asyncio.get_running_loop()]
+    server.kill()
+    deadline = asyncio.get_running_loop().time() + 10
+    while process.transport._client.is_connected:
+        assert asyncio.get_running_loop().time() < deadline, "the loss went unnoticed"
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.asyncio
+async def test_publishes_buffered_during_an_outage_are_counted_when_the_layer_closes(
+    fresh_nats_server: BrokerProcess,
+) -> None:
+    """Regression: nats-py buffers publishes while it reconnects; closing the layer then lost
+    them silently — and nats-py's close() wrote them to the dead socket and raised TypeError."""
+    layer = NatsChannelLayer(servers=[fresh_nats_server.url])
+    elsewhere = "specific." + "a" * 12 + "!x"  # a channel of another process
+    await layer.new_channel()
+    await _down_and_buffering(layer, fresh_nats_server)
+    for n in range(5):
+        await layer.send(elsewhere, {"type": "x", "n": n})  # buffered, no error
+        await asyncio.sleep(0)  # one broker message each (the outbox coalesces a loop turn)
+    assert layer.counters["broker_down"] == 0
+    await layer.close()
+    assert layer.counters["broker_down"] == 5
+
+
+@pytest.mark.asyncio
+async def test_publishes_buffered_when_nats_py_gives_up_are_counted(
+    fresh_nats_server: BrokerProcess,
+) -> None:
+    """With a finite max_reconnect_attempts nats-py closes its client, dropping its buffer;
+    the layer connects anew (and counts what was dropped)."""
+    options = {"max_reconnect_attempts": 1, "reconnect_time_wait": 0.05}
+    layer = NatsChannelLayer(servers=[fresh_nats_server.url], connect_options=options)
+    elsewhere = "specific." + "a" * 12 + "!x"
+    await layer.new_channel()
+    await _down_and_buffering(layer, fresh_nats_server)
+    for n in range(3):
+        await layer.send(elsewhere, {"type": "x", "n": n})
+        await asyncio.sleep(0)
+    deadline = asyncio.get_running_loop().time() + 10
+    while layer.counters["broker_down"] < 3:  # counted once nats-py gives up
+        assert asyncio.get_running_loop().time() < deadline, dict(layer.counters)
+        await asyncio.sleep(0.05)
+    assert layer.counters["broker_down"] == 3
+    await layer.close()

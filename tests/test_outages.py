@@ -109,3 +109,65 @@ async def test_nats_layer_outlives_nats_py_giving_up(caplog: pytest.LogCaptureFi
         assert a.counters["connection_restored"] >= 1
         await a.close()
         await b.close()
+
+
+@pytest.mark.asyncio
+async def test_signals_fire_once_per_outage(server: BrokerProcess) -> None:
+    """broker_connection_lost/restored: once per outage and process, with the layer, the masked
+    address and how long it was down; a receiver that raises disturbs nothing."""
+    from channels_neffos.signals import broker_connection_lost, broker_connection_restored
+
+    events: list[tuple[str, dict[str, Any]]] = []
+
+    def on_lost(sender: type, **details: Any) -> None:
+        events.append(("lost", details))
+
+    def on_restored(sender: type, **details: Any) -> None:
+        events.append(("restored", details))
+
+    def broken(sender: type, **details: Any) -> None:
+        raise RuntimeError("a receiver that fails")
+
+    make_layer = layers_on(server)
+    a, b = make_layer(), make_layer()
+    for signal, receiver in (
+        (broker_connection_lost, on_lost),
+        (broker_connection_restored, on_restored),
+        (broker_connection_lost, broken),
+        (broker_connection_restored, broken),
+    ):
+        signal.connect(receiver, weak=False)
+    try:
+        channel_a, channel_b = await a.new_channel(), await b.new_channel()
+        await eventually_delivered(a, b, channel_b)
+        assert events == []
+        server.kill()
+        deadline = asyncio.get_running_loop().time() + 10
+        while {id(d["layer"]) for kind, d in events if kind == "lost"} != {id(a), id(b)}:
+            assert asyncio.get_running_loop().time() < deadline, events
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.5)  # reconnect attempts fail meanwhile: no more signals
+        server.start()
+        await eventually_delivered(a, b, channel_b)
+        await eventually_delivered(b, a, channel_a)
+        while len([kind for kind, _ in events if kind == "restored"]) < 2:
+            assert asyncio.get_running_loop().time() < deadline + 20, events
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)
+        for layer in (a, b):
+            mine = [(kind, d) for kind, d in events if d["layer"] is layer]
+            assert [kind for kind, _ in mine] == ["lost", "restored"], events
+            lost, restored = mine[0][1], mine[1][1]
+            assert lost["broker"] == restored["broker"] == server.url
+            assert isinstance(lost["reason"], str) and lost["pid"] == restored["pid"]
+            assert 1.5 < restored["down_for"] < 30
+    finally:
+        for signal, receiver in (
+            (broker_connection_lost, on_lost),
+            (broker_connection_restored, on_restored),
+            (broker_connection_lost, broken),
+            (broker_connection_restored, broken),
+        ):
+            signal.disconnect(receiver)
+        await a.close()
+        await b.close()

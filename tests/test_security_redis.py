@@ -9,7 +9,10 @@ tls=..., tcp=...)``, certificates from :class:`~channels_neffos.testing.tls.Test
   (``PermissionDenied`` for a permission) naming the masked URL and the cause;
 * commands refused at run time (``ACL SETUSER`` after connecting): an awaited one raises
   ``PermissionDenied``, a fire-and-forget ``PUBLISH`` is counted as ``refused``;
-* a sentinel password never shows in exceptions, logs, reprs or a ``manage.py`` run.
+* a sentinel password never shows in exceptions, logs, reprs or a ``manage.py`` run;
+* the same under Redis Sentinel (a master, a replica and sentinels that all want a password):
+  the master's password and the sentinels' (``sentinel_kwargs``) work, wrong ones fail at once
+  with ``cause="authentication"``, and neither ever shows.
 """
 
 from __future__ import annotations
@@ -33,9 +36,11 @@ from channels_neffos import BrokerUnavailable, PermissionDenied, RedisChannelLay
 from channels_neffos.security import redis_acl, redis_acl_rules
 from channels_neffos.testing.brokers import RedisServer
 from channels_neffos.testing.conformance import receive_within, unique_prefix
+from channels_neffos.testing.redis_sentinel import RedisSentinelGroup
 from channels_neffos.testing.tls import CertFiles, TestCA
 from channels_neffos.transports.redis import RedisTransport
 from channels_neffos.transports.redis_connect import connection_pool, redact_redis_url
+from channels_neffos.transports.sentinel import sentinel_address
 
 #: The password of every server here: a sentinel, so that a leak anywhere is found.
 PASSWORD = "S3ntinel-" + uuid.uuid4().hex
@@ -82,6 +87,13 @@ def unix_server() -> Iterator[RedisServer]:
         yield server
 
 
+@pytest.fixture(scope="module")
+def sentinel_auth() -> Iterator[RedisSentinelGroup]:
+    """Master, replica and sentinels that each want PASSWORD (the sentinels ``requirepass``)."""
+    with RedisSentinelGroup(password=PASSWORD, sentinel_password=PASSWORD) as group:
+        yield group
+
+
 def acl_user(server: RedisServer, prefix: str, *extra_rules: str) -> str:
     """A new ACL user with the minimal rules for ``prefix`` (then ``extra_rules``); its URL."""
     user = f"u-{prefix}"
@@ -96,7 +108,16 @@ def tls_host(server: RedisServer, ca: TestCA, cert: CertFiles | None = None) -> 
     return host
 
 
-WAYS_IN = ["password-url", "password-dict", "acl-user", "acl-file-user", "tls", "mtls", "unix"]
+WAYS_IN = [
+    "password-url",
+    "password-dict",
+    "acl-user",
+    "acl-file-user",
+    "tls",
+    "mtls",
+    "unix",
+    "sentinel",
+]
 
 
 @pytest.fixture
@@ -120,6 +141,8 @@ def way_in(request: pytest.FixtureRequest) -> tuple[Hosts, str]:
         return [tls_host(get("mtls_server"), get("ca"), get("client_cert"))], prefix
     if case == "unix":
         return [get("unix_server").url_for(password=PASSWORD)], prefix
+    if case == "sentinel":
+        return [get("sentinel_auth").hosts_entry()], prefix
     raise ValueError(case)
 
 
@@ -194,6 +217,18 @@ def failure_case(case: str, get: Callable[[str], Any]) -> tuple[Hosts, str, str]
     if case == "acl-user-without-ping":
         url = acl_user(get("auth_server"), unique_prefix(), "-ping")
         return [url], redact_redis_url(url), "permission"
+    if case.startswith("sentinel-"):
+        group = get("sentinel_auth")
+        host = {
+            "sentinel-wrong-password": group.hosts_entry(password=WRONG),
+            "sentinel-wrong-sentinel-password": group.hosts_entry(
+                sentinel_kwargs={"password": WRONG}
+            ),
+            "sentinel-missing-sentinel-password": {
+                key: value for key, value in group.hosts_entry().items() if key != "sentinel_kwargs"
+            },
+        }[case]
+        return [host], sentinel_address(host), "authentication"
     raise ValueError(case)
 
 
@@ -218,6 +253,9 @@ HEADLINES = {
         "no-client-certificate",
         "client-certificate-of-another-ca",
         "acl-user-without-ping",
+        "sentinel-wrong-password",
+        "sentinel-wrong-sentinel-password",
+        "sentinel-missing-sentinel-password",
     ],
 )
 async def test_refusals_fail_at_once_naming_url_and_cause(
@@ -543,6 +581,49 @@ async def test_the_password_never_shows(
     formatter = logging.Formatter()
     seen += [formatter.format(record) for record in caplog.records]
     assert [r for r in caplog.records if "reconnecting to Redis" in r.getMessage()]
+    leaks = [text for text in seen if PASSWORD in text or WRONG in text]
+    assert leaks == []
+
+
+@pytest.mark.asyncio
+async def test_the_sentinel_passwords_never_show(
+    sentinel_auth: RedisSentinelGroup, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Wrong master and sentinel passwords, the right ones through a reconnect: neither the
+    exceptions, nor the reprs, nor the logs (DEBUG, redis-py's too) show a password."""
+    seen: list[str] = []
+    wrong_hosts = [
+        sentinel_auth.hosts_entry(password=WRONG),
+        sentinel_auth.hosts_entry(sentinel_kwargs={"password": WRONG}),
+        sentinel_auth.hosts_entry(password=WRONG, sentinel_kwargs={"password": WRONG}),
+    ]
+    with caplog.at_level(logging.DEBUG):
+        for host in wrong_hosts:
+            layer = RedisChannelLayer(hosts=[host], prefix=unique_prefix())
+            with pytest.raises(BrokerUnavailable) as refused:
+                await layer.group_send("room", {"type": "x"})
+            assert refused.value.cause == "authentication"
+            seen += exception_texts(refused.value)
+            seen += reachable_reprs(layer)
+            await layer.close()
+        right = RedisChannelLayer(hosts=[sentinel_auth.hosts_entry()], prefix=unique_prefix())
+        await right.send("work", {"type": "w"})
+        await receive_within(right, "work")
+        seen += reachable_reprs(right)
+        # Every connection to the master dropped: the layer reconnects through the sentinels.
+        sentinel_auth.master.admin_command("CLIENT", "KILL", "TYPE", "normal")
+        for _ in range(300):
+            try:
+                await right.send("work", {"type": "again"})
+                break
+            except BrokerUnavailable as exc:
+                seen += exception_texts(exc)
+                await asyncio.sleep(0.01)
+        await receive_within(right, "work")
+        await right.close()
+    formatter = logging.Formatter()
+    seen += [formatter.format(record) for record in caplog.records]
+    assert [r for r in caplog.records if "reconnect" in r.getMessage()]
     leaks = [text for text in seen if PASSWORD in text or WRONG in text]
     assert leaks == []
 

@@ -22,9 +22,10 @@ import sys
 import sysconfig
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 
 class BrokerBinaryMissing(RuntimeError):
@@ -75,6 +76,9 @@ class BrokerProcess:
         self.workdir = Path(tempfile.mkdtemp(prefix=f"channels-neffos-{self.scheme}-"))
         self.log_path = self.workdir / "server.log"
         self._process: subprocess.Popen[bytes] | None = None
+        #: Run in the child before ``exec``, as ``Popen``'s ``preexec_fn`` (the chat demo ties
+        #: the server's life to its own with it).
+        self.preexec_fn: Callable[[], None] | None = None
 
     @property
     def url(self) -> str:
@@ -92,7 +96,11 @@ class BrokerProcess:
             return
         with open(self.log_path, "ab") as log:
             self._process = subprocess.Popen(
-                self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir
+                self.command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+                preexec_fn=self.preexec_fn,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -353,7 +361,32 @@ class NatsServer(BrokerProcess):
         return command
 
 
-class RedisCluster:
+class BrokerGroup:
+    """Several broker processes started and stopped as one (a cluster, a Sentinel group): a
+    context manager that stops whatever did start if ``start`` fails."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: _Group) -> _Group:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+_Group = TypeVar("_Group", bound=BrokerGroup)
+
+
+class RedisCluster(BrokerGroup):
     """A Redis Cluster of ``size`` primaries (no replicas) on free ports, for tests.
 
     The hash slots are split evenly; the nodes are introduced with ``CLUSTER MEET`` and the
@@ -412,14 +445,3 @@ class RedisCluster:
             check=True,
         )
         return run.stdout
-
-    def __enter__(self) -> RedisCluster:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()

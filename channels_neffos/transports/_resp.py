@@ -9,13 +9,18 @@ lock, and its pub/sub reader parses one message per await.
 
 When the connection drops, :class:`RespConnection` reports it, fails nothing silently (the owner
 decides what to do with replies it was waiting for), and reconnects with capped exponential
-backoff, calling ``on_reconnected`` so the owner can re-issue its subscriptions.
+backoff, calling ``on_reconnected`` so the owner can re-issue its subscriptions. The owner can
+also end a connection that still works but must not be used any more (:meth:`RespConnection.drop`,
+for a master that Sentinel demoted to a replica): that takes the same path as a lost one.
+Each attempt opens a new connection from the pool, so a pool that finds its server anew each
+time (Sentinel's) moves to a new master by reconnecting.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -29,17 +34,34 @@ _FLUSH_AT_BYTES = 64 * 1024
 #: Make writers wait (back-pressure) while the socket buffer holds more than this.
 _HIGH_WATER_BYTES = 4 * 1024 * 1024
 _RECONNECT_FIRST_DELAY = 0.05
-_RECONNECT_MAX_DELAY = 2.0
+#: At most this long between attempts (less a random 20 %, so that many instances that lost one
+#: server do not all come back in the same instant): a restarted broker is in use within ~1 s.
+_RECONNECT_MAX_DELAY = 1.0
 
 StreamPair = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 class ConnectionSource(Protocol):
-    """Where connections come from: a redis-py ``ConnectionPool``, or several (cluster seeds)."""
+    """Where connections come from: a redis-py ``ConnectionPool``, or several (cluster seeds).
+
+    A source may also offer ``master_watch()`` (Sentinel's pool does): an async context manager
+    held while reconnecting, giving ``pause(seconds)`` to wait between attempts — which returns
+    early when the source knows that an attempt now would succeed (a new master announced).
+    """
 
     def make_connection(self) -> AbstractConnection: ...
 
     async def disconnect(self) -> None: ...
+
+
+class _Sleep:
+    """``master_watch()`` for a source without one: ``pause`` is a plain sleep."""
+
+    async def __aenter__(self) -> Callable[[float], Awaitable[None]]:
+        return asyncio.sleep
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
 
 
 async def open_streams(pool: ConnectionSource) -> StreamPair:
@@ -96,6 +118,10 @@ class RespConnection:
         self._flush_scheduled = False
         self._yield_due = False
         self._closed = False
+        # Why the owner ended this connection (drop()), reported instead of the EOF it causes.
+        self._drop_reason: BaseException | None = None
+        #: The (host, port) of the server this connection reached last (None: a unix socket).
+        self.peer: tuple[str, int] | None = None
 
     @property
     def connected(self) -> bool:
@@ -104,6 +130,9 @@ class RespConnection:
     async def connect(self) -> None:
         reader, writer = await open_streams(self._pool)
         self._writer = writer
+        self._drop_reason = None
+        peer = writer.get_extra_info("peername")
+        self.peer = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None
         self._reader_task = asyncio.get_running_loop().create_task(
             self._read_replies(reader), name=f"channels_neffos redis reader {self.url}"
         )
@@ -166,7 +195,22 @@ class RespConnection:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # any failure of the socket or the parser ends this connection
-            self._connection_lost(exc)
+            self._connection_lost(self._drop_reason or exc)
+
+    def drop(self, reason: BaseException) -> None:
+        """End this connection now, as if the server had closed it, and reconnect.
+
+        For a server that still answers but must not be used any more. Writes fail from now on
+        (``ConnectionError``); replies already received are still delivered, then ``on_lost``
+        is called with ``reason``, as for a lost connection.
+        """
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
+        self._drop_reason = reason
+        self._out.clear()
+        self._out_bytes = 0
+        writer.transport.abort()  # the reader sees the end of the stream, then _connection_lost
 
     def _connection_lost(self, reason: BaseException) -> None:
         writer, self._writer = self._writer, None
@@ -178,24 +222,30 @@ class RespConnection:
             return
         logger.warning("lost connection to Redis at %s: %s; reconnecting", self.url, reason)
         self._on_lost(reason)
-        self._reconnect_task = asyncio.get_running_loop().create_task(self._reconnect())
+        # Dropped by the owner (a new master is known): the first attempt need not wait.
+        at_once = self._drop_reason is not None
+        self._reconnect_task = asyncio.get_running_loop().create_task(self._reconnect(at_once))
 
-    async def _reconnect(self) -> None:
-        delay = _RECONNECT_FIRST_DELAY
-        attempts = 0
-        while not self._closed:
-            await asyncio.sleep(delay)
-            attempts += 1
-            try:
-                await self.connect()
-            except Exception as exc:  # refused, timed out, auth error...: keep trying, say why
-                log = logger.warning if attempts == 1 else logger.debug
-                log("reconnecting to Redis at %s failed (will keep trying): %s", self.url, exc)
-                delay = min(delay * 2, _RECONNECT_MAX_DELAY)
-                continue
-            logger.warning("reconnected to Redis at %s after %d attempt(s)", self.url, attempts)
-            await self._on_reconnected()
-            return
+    async def _reconnect(self, at_once: bool = False) -> None:
+        master_watch = getattr(self._pool, "master_watch", None)
+        watch = master_watch() if master_watch is not None else _Sleep()
+        async with watch as pause:
+            delay = _RECONNECT_FIRST_DELAY
+            attempts = 0
+            while not self._closed:
+                if attempts or not at_once:
+                    await pause(delay * random.uniform(0.8, 1.0))
+                attempts += 1
+                try:
+                    await self.connect()
+                except Exception as exc:  # refused, timed out, auth error...: keep trying, say why
+                    log = logger.warning if attempts == 1 else logger.debug
+                    log("reconnecting to Redis at %s failed (will keep trying): %s", self.url, exc)
+                    delay = min(delay * 2, _RECONNECT_MAX_DELAY)
+                    continue
+                logger.warning("reconnected to Redis at %s after %d attempt(s)", self.url, attempts)
+                await self._on_reconnected()  # re-subscribe before anything else
+                return
 
     async def close(self) -> None:
         self._closed = True

@@ -47,6 +47,20 @@ class TransportEvents(Protocol):
         that tells the publisher only later (NATS) reports it here."""
 
 
+class IgnoredEvents:
+    """The TransportEvents of a transport that is never connected (built to read its ``url``)."""
+
+    def connection_lost(self, reason: BaseException | None) -> None: ...
+
+    def connection_restored(self) -> None: ...
+
+    def no_responders(self, reply_subject: str) -> None: ...
+
+    def dropped(self, reason: str, where: str) -> None: ...
+
+    def request_refused(self, reply_subject: str, reason: str) -> None: ...
+
+
 class Transport(abc.ABC):
     """One connection (or one connection pair) to one broker, bound to one event loop."""
 

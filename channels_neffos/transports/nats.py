@@ -10,13 +10,32 @@ empty tokens (``a..b``, a leading or trailing dot) that NATS cannot carry. Each 
 on its own — an empty token becomes ``_`` and a token starting with ``_`` gets one more ``_`` —
 which keeps subjects readable and the mapping injective.
 
-What is lost: nats-py buffers publishes (``pending_size``, 2 MiB by default) during a reconnect and
-sends them afterwards; beyond that buffer, publishes fail and the engine logs and counts them.
-Nothing is stored by the server (no JetStream): a worker-channel message published while no
-reader is subscribed is dropped by the server, so worker channels only receive what is sent after
-the first ``receive()`` on them. nats-py re-subscribes everything on reconnect. If nats-py gives
-up (a finite ``max_reconnect_attempts`` in ``connect_options``), the transport connects anew every
+Reconnecting and failover: nats-py replays every subscription on reconnect. Its pool is the
+configured ``servers`` plus the servers a cluster announces (INFO ``connect_urls``), so a client
+of a server that dies — its sockets close — moves to another server at once (tens of
+milliseconds); a hung server or a lost host closes nothing and is left once two pings, 2 s
+apart, went unanswered (4-6 s; nats-py's default would take 6 minutes). If nats-py gives up
+(a finite ``max_reconnect_attempts`` in ``connect_options``), the transport connects anew every
 second and subscribes everything again; calls made meanwhile raise ``BrokerUnavailable``.
+
+What is lost — NATS core stores no message and acknowledges none:
+
+* **Counted.** Publishes made while reconnecting wait in nats-py's buffer (``pending_size``,
+  2 MiB by default) and are sent once connected; beyond it, publishes fail and the engine counts
+  them (``broker_down``) or raises (worker channels, asks). A buffer that will never be sent —
+  the layer closed during the outage, or nats-py gave up — is counted as ``broker_down``, per
+  broker message (a burst the outbox coalesced into one frame counts once).
+* **Uncounted** — nobody can know it is gone: NATS has no delivery acknowledgement and the
+  envelope carries no sequence numbers. Whatever was in flight when a server died or hung:
+  written to its socket but not yet read (for a hung server, everything written until the pings
+  expire), read but not yet forwarded to the cluster, or routed to it for its clients; and what
+  other servers received for a subscriber that was moving between servers. An ask that loses
+  its request or its answer ends in ``AskTimeout`` (``NoResponders`` while its receiver has no
+  subscription anywhere). On a cluster, a new subscription reaches the other servers a moment
+  (about a millisecond) after its own server confirmed it.
+* **Worker channels** are not stored either: a message published while no reader is subscribed
+  is dropped by the server, so worker channels only receive what is sent after the first
+  ``receive()`` on them.
 
 Security (credentials and TLS go in ``connect_options``, see ``docs/security.rst``):
 
@@ -65,6 +84,11 @@ _DEFAULT_CONNECT_OPTIONS: dict[str, Any] = {
     "connect_timeout": 2,
     "max_reconnect_attempts": -1,  # a layer outlives broker restarts
     "reconnect_time_wait": 0.5,
+    # A server that dies closes its sockets and we move at once; a hung server or a lost host
+    # is only noticed by unanswered pings, and everything published to it meanwhile is lost.
+    # nats-py's default (120 s, 2 outstanding) takes up to 6 minutes; this takes 4-6 s.
+    "ping_interval": 2,
+    "max_outstanding_pings": 2,
 }
 #: How long the first connection may take before the layer gives up with BrokerUnavailable.
 _STARTUP_TIMEOUT = 5.0
@@ -82,6 +106,14 @@ _warn = RateLimitedLog(logger, logging.WARNING)
 
 #: An empty token (leading, doubled or trailing dot) or a token starting with "_".
 _NEEDS_ESCAPING = re.compile(r"(?:^|\.)(?:\.|_|$)")
+
+
+def server_of(client: Client) -> str:
+    """``host:port`` of the server ``client`` is (or was last) connected to, for logs (never
+    its credentials)."""
+    server = getattr(client, "_current_server", None)  # nats-py's; kept while reconnecting
+    url = getattr(server, "uri", None)
+    return f"{url.hostname}:{url.port}" if url is not None else "no server"
 
 
 def escape_token(token: str) -> str:
@@ -206,20 +238,27 @@ class NatsTransport(Transport):
 
         async def disconnected_cb() -> None:
             if self._client is client and not client.is_closed:
-                logger.warning("lost connection to NATS at %s; reconnecting", self.url)
+                logger.warning(
+                    "lost connection to NATS at %s (of %s); reconnecting",
+                    server_of(client),
+                    self.url,
+                )
                 self._events.connection_lost(self._last_error)
             if callbacks["disconnected_cb"] is not None:
                 await callbacks["disconnected_cb"]()
 
         async def reconnected_cb() -> None:
-            logger.warning("reconnected to NATS at %s", self.url)
+            logger.warning("reconnected to NATS at %s (of %s)", server_of(client), self.url)
             self._events.connection_restored()
             if callbacks["reconnected_cb"] is not None:
                 await callbacks["reconnected_cb"]()
 
         async def closed_cb() -> None:
             # nats-py closes a client for good once it has used up max_reconnect_attempts; a
-            # channel layer must outlive that, so it starts over with a new client.
+            # channel layer must outlive that, so it starts over with a new client. What the
+            # old client buffered while reconnecting is never sent: count it.
+            if self._client is client:
+                self._discard_buffered(client, "nats-py gave up reconnecting")
             if self._client is client and self._revival is None:
                 logger.warning(
                     "NATS at %s: nats-py gave up reconnecting (max_reconnect_attempts); "
@@ -302,7 +341,31 @@ class NatsTransport(Transport):
             self._revival.cancel()
             await asyncio.gather(self._revival, return_exceptions=True)
         if client is not None and not client.is_closed:
+            if not client.is_connected:  # closing during an outage
+                self._discard_buffered(client, "the layer closed while reconnecting")
             await client.close()
+
+    def _discard_buffered(self, client: Client, why: str) -> None:
+        """Count as ``broker_down`` what ``client`` buffered while reconnecting, and drop it.
+
+        nats-py keeps publishes made while it reconnects (up to ``pending_size``) and sends
+        them once connected again. A client that will never be connected again (closed by
+        us, or given up by nats-py) would silently lose them — and nats-py's ``close()``
+        writes them to the dead socket, which raises ``TypeError`` on Python 3.13. Counted per
+        broker message: a burst the outbox coalesced into one frame counts once.
+        """
+        pending = getattr(client, "_pending", None)  # nats-py's buffer of unsent commands
+        if not isinstance(pending, list) or not pending:
+            return
+        client._pending = []
+        client._pending_data_size = 0
+        ours = escape_token(self._prefix).encode() + b"."  # not JetStream calls (presence)
+        for command in pending:
+            if command.startswith((b"PUB ", b"HPUB ")):
+                subject = command.split(b" ", 2)[1]
+                if subject.startswith(ours):
+                    where = f"{subject.decode(errors='replace')} ({self.url}: {why})"
+                    self._events.dropped("broker_down", where)
 
     def _connected_client(self) -> Client:
         if self._client is None or self._client.is_closed:

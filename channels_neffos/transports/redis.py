@@ -9,9 +9,33 @@ Worker channels are lists ``P:q:<name>``: ``LPUSH`` + ``BRPOP`` give FIFO order 
 reader per message; a Lua script refuses the push when the list holds ``capacity`` items (so the
 sender gets ``ChannelFull``) and renews the key's TTL so unread lists vanish.
 
-What is lost: PUBLISHes issued while the command connection is down (the engine logs and counts
-them), and pub/sub messages published while the pub/sub connection is down (Redis pub/sub keeps
-nothing). Subscriptions are re-issued on reconnect. List items survive outages of this client.
+What is lost, and how it is counted (``layer.counters``, reasons in :mod:`channels_neffos._drops`):
+
+* PUBLISHes issued while the command connection is down: ``broker_down`` (counted by the engine).
+* PUBLISHes written but not yet confirmed when the command connection drops: ``unconfirmed`` —
+  each may or may not have arrived (Redis may have run it and died before answering).
+* A PUBLISH to a process's subject (its channels, its ask replies) that Redis says no subscriber
+  received: ``no_subscriber`` — the process is gone, or has not yet re-subscribed after a
+  reconnect (e.g. on a new master after a failover). A group PUBLISH that reaches fewer processes
+  than hold members cannot be told from one that reaches all: that loss is not counted.
+* Pub/sub messages published while this process's pub/sub connection is down never reach it
+  (Redis pub/sub keeps nothing); the publisher counts them as ``no_subscriber`` where it can
+  (above). Subscriptions are re-issued on reconnect. List items survive outages of this client.
+
+Each count is per PUBLISH, that is per broker message: a frame that coalesced several sends
+(:mod:`channels_neffos.outbox`) counts once.
+
+Sentinel (``hosts`` entries with ``sentinels`` and ``master_name``; the guarantees are in
+:mod:`~channels_neffos.transports.sentinel`): every connection — command, pub/sub, and the pooled
+ones for ``BRPOP`` — is opened to the master the sentinels name, checked with ``ROLE``. When the
+sentinels announce a new master (``+switch-master``; watched from one second after connecting),
+connections open to another server are ended and reopened to it, and those already reconnecting
+try at once; a lost connection otherwise retries with the usual backoff (≤ ~1 s between
+attempts). A ``READONLY`` answer — a master demoted while we stayed connected — ends the command
+connection the same way; the command it answered raises ``ConnectionError``
+(``BrokerUnavailable`` to the caller). A ``BRPOP`` that fails is retried at once, then once more
+after waiting (within its timeout) for a new master to be announced, before the failure is
+reported.
 
 Refusals and secrets (``docs/security.rst``):
 
@@ -55,12 +79,18 @@ from .redis_connect import (
     host_secrets,
 )
 from .redis_registry import RedisRegistry, registry_key
+from .sentinel import SentinelMasterPool
 
 logger = logging.getLogger("channels_neffos.redis")
 
 #: Redis' own limit on one bulk string (proto-max-bulk-len), less room for the command.
 REDIS_MAX_PAYLOAD = 512 * 1024 * 1024 - 4096
 _SUBSCRIBE_TIMEOUT = 10.0
+#: The reply-waiter entry of a fire-and-forget presence EVAL (a str, like a PUBLISH's subject).
+_PRESENCE_EVAL = "EVAL (presence)"
+#: Under Sentinel, listen for new masters once a transport has lived this long (seconds): event
+#: loops that only run one call (``async_to_sync``) never open those subscriptions.
+_FOLLOW_AFTER = 1.0
 
 # KEYS[1] list, ARGV: payload, capacity, ttl seconds. Returns 1 if pushed, 0 if full.
 _PUSH_IF_ROOM = """
@@ -87,7 +117,17 @@ class RedisTransport(Transport):
         self._pool, self.url = source
         self._host = host
         self._secrets = host_secrets(host)
-        self._tls = self.url.startswith("rediss://") or " rediss://" in self.url
+        self._tls = "rediss://" in self.url or "rediss+sentinel://" in self.url
+        # Sentinel: a READONLY answer means our server was demoted, and a new master waits.
+        self._follows_master = isinstance(self._pool, SentinelMasterPool)
+        self._follow_timer: asyncio.TimerHandle | None = None
+        self._following = False
+        self._master_announced: tuple[str, int] | None = None
+        self._dropping_blocking: asyncio.Task[None] | None = None
+        # Whether PUBLISH's answer counts every subscriber, so that 0 to a process's subject
+        # means it was lost. Not on a Redis Cluster node, which counts only its own (that
+        # transport's publish_request returns None for the same reason).
+        self._counts_receivers = type(self).publish_request is RedisTransport.publish_request
         self._prefix = self.prefix = prefix
         self._events = events
         # One entry per command written on the command connection, in order: the future
@@ -119,6 +159,32 @@ class RedisTransport(Transport):
 
     async def connect(self) -> None:
         await self._open(self._commands)
+        if isinstance(self._pool, SentinelMasterPool) and self._follow_timer is None:
+            self._follow_timer = asyncio.get_running_loop().call_later(
+                _FOLLOW_AFTER, self._follow_master
+            )
+
+    def _follow_master(self) -> None:
+        if isinstance(self._pool, SentinelMasterPool) and not self._following:
+            self._following = True
+            self._pool.master_watch().follow(self._master_switched)
+
+    def _master_switched(self, host: str, port: int) -> None:
+        """The sentinels announce ``host:port`` as the master: leave any other server now."""
+        if (host, port) == self._master_announced:
+            return  # every sentinel announces it in turn
+        self._master_announced = (host, port)
+        reason = ConnectionError(f"the sentinels announced a new master, {host}:{port}")
+        for connection in (self._commands, self._pubsub):
+            if connection is not None and connection.connected and connection.peer != (host, port):
+                logger.warning("Redis at %s: %s; moving there", self.url, reason)
+                connection.drop(reason)
+        client = self._blocking_client
+        if client is not None and isinstance(client.connection_pool, SentinelMasterPool):
+            # A BRPOP waiting on the old master fails, and the worker-channel fetcher retries.
+            self._dropping_blocking = asyncio.ensure_future(
+                client.connection_pool.drop_connections()
+            )
 
     async def _open(self, connection: RespConnection) -> None:
         try:
@@ -154,25 +220,39 @@ class RedisTransport(Transport):
         return exc
 
     async def close(self) -> None:
+        if self._follow_timer is not None:
+            self._follow_timer.cancel()
+        if self._following and isinstance(self._pool, SentinelMasterPool):
+            self._following = False
+            await self._pool.master_watch().unfollow(self._master_switched)
+        if self._dropping_blocking is not None:
+            await asyncio.gather(self._dropping_blocking, return_exceptions=True)
         if self._pubsub is not None:
             await self._pubsub.close()
         await self._commands.close()
         self._fail_reply_waiters(ConnectionError("the channel layer was closed"))
         if self._blocking_client is not None:
-            await self._blocking_client.aclose()
+            await self._blocking_client.aclose(close_connection_pool=True)
         await self._pool.disconnect()
 
     async def _restored(self) -> None:
         self._events.connection_restored()
 
     def _on_commands_lost(self, reason: BaseException) -> None:
-        self._fail_reply_waiters(ConnectionError(f"lost connection to Redis at {self.url}"))
+        self._fail_reply_waiters(
+            ConnectionError(f"lost connection to Redis at {self.url}"), unconfirmed=True
+        )
         self._events.connection_lost(reason)
 
-    def _fail_reply_waiters(self, error: Exception) -> None:
+    def _fail_reply_waiters(self, error: Exception, *, unconfirmed: bool = False) -> None:
+        """Fail every awaited command; with ``unconfirmed``, count each PUBLISH still waiting
+        for its answer as ``unconfirmed`` (on a lost connection; on close they were flushed)."""
         waiters, self._reply_waiters = self._reply_waiters, deque()
         for waiter in waiters:
-            if not isinstance(waiter, str) and not waiter.done():
+            if type(waiter) is str:
+                if unconfirmed and waiter is not _PRESENCE_EVAL:
+                    self._events.dropped("unconfirmed", f"PUBLISH {waiter} ({self.url})")
+            elif isinstance(waiter, asyncio.Future) and not waiter.done():
                 waiter.set_exception(error)
 
     # -- commands ------------------------------------------------------------------------------
@@ -180,16 +260,36 @@ class RedisTransport(Transport):
     def _on_command_reply(self, reply: Any) -> None:
         waiter = self._reply_waiters.popleft()
         if type(waiter) is str:
-            if isinstance(reply, hiredis.ReplyError):
+            if reply == 0 and self._counts_receivers and _is_process_subject(waiter):
+                self._events.dropped("no_subscriber", f"PUBLISH {waiter} ({self.url})")
+            elif isinstance(reply, hiredis.ReplyError):
                 if str(reply).startswith("NOPERM"):
                     self._events.dropped("refused", f"PUBLISH {waiter} ({self.url})")
-                else:
+                elif not self._demoted(reply):
                     logger.error("Redis at %s refused a PUBLISH to %s: %s", self.url, waiter, reply)
         elif isinstance(waiter, asyncio.Future) and not waiter.done():
             if isinstance(reply, hiredis.ReplyError):
-                waiter.set_exception(self._reply_error(reply))
+                if self._demoted(reply):
+                    waiter.set_exception(
+                        ConnectionError(f"Redis at {self.url} was demoted to a replica: {reply}")
+                    )
+                else:
+                    waiter.set_exception(self._reply_error(reply))
             else:
                 waiter.set_result(reply)
+
+    def _demoted(self, reply: hiredis.ReplyError) -> bool:
+        """Whether ``reply`` says our master became a replica under Sentinel; if so, end the
+        command connection so that it reconnects to the master the sentinels name now."""
+        if not self._follows_master or not str(reply).startswith("READONLY"):
+            return False
+        logger.warning(
+            "Redis at %s answered READONLY: the server we use was demoted to a replica; "
+            "reconnecting to the new master",
+            self.url,
+        )
+        self._commands.drop(ConnectionError(f"the server was demoted to a replica: {reply}"))
+        return True
 
     def _reply_error(self, reply: hiredis.ReplyError) -> Exception:
         """What an awaited command answered with an error raises: PermissionDenied for NOPERM."""
@@ -348,18 +448,38 @@ class RedisTransport(Transport):
         return bool(await self._command(command))
 
     def _blocking(self) -> Redis | RedisCluster:
-        """The redis-py client for blocking pops and flushes (its own connections)."""
+        """The redis-py client for blocking pops and flushes (its own connections; under
+        Sentinel on the same sentinels as the rest)."""
         if self._blocking_client is None:
-            pool, _ = connection_pool(self._host)
+            if isinstance(self._pool, SentinelMasterPool):
+                pool: Any = self._pool.sibling()
+            else:
+                pool, _ = connection_pool(self._host)
             self._blocking_client = Redis(connection_pool=pool)
         return self._blocking_client
 
     async def queue_pop(self, name: str, timeout: float, capacity: int) -> bytes | None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         failure: BaseException | None = None
-        try:
-            popped = await self._blocking().brpop([name], timeout=timeout)
-        except (OSError, RedisError) as exc:
-            failure = exc
+        for attempt in range(3):
+            failure = None
+            try:
+                popped = await self._blocking().brpop([name], timeout=timeout)
+                break
+            except (OSError, RedisError) as exc:
+                failure = exc
+            remaining = deadline - loop.time()
+            if attempt == 2 or not isinstance(self._pool, SentinelMasterPool) or remaining < 0.1:
+                break
+            if isinstance(self.broker_unavailable(failure), PermissionDenied):
+                break
+            # A failover, likely. Retry at once (we may have left an old master for the new
+            # one); then wait, within this pop's time, for the new master to be announced.
+            if attempt == 1:
+                async with self._pool.master_watch() as pause:
+                    await pause(remaining)
+            timeout = max(deadline - loop.time(), 0.1)
         if failure is not None:  # raised outside the handler: see _open
             refused = self.broker_unavailable(failure)
             if isinstance(refused, PermissionDenied):
@@ -384,7 +504,7 @@ class RedisTransport(Transport):
             self._commands.write(pack(b"EVAL", script, 1, key, *args))
         except ConnectionError:
             return  # not connected: the entry expires on its own
-        self._reply_waiters.append("EVAL (presence)")  # an error reply is logged, not raised
+        self._reply_waiters.append(_PRESENCE_EVAL)  # an error reply is logged, not raised
 
     async def _eval(self, script: str, key: str, *args: str | int) -> Any:
         """Run ``script`` on ``key`` on the command connection; errors as BrokerUnavailable."""
@@ -405,6 +525,12 @@ class RedisTransport(Transport):
         except (OSError, RedisError) as exc:
             failure = exc
         raise self.broker_unavailable(failure) from self._chainable(failure)  # see _open
+
+
+def _is_process_subject(subject: str) -> bool:
+    """Whether ``subject`` belongs to one process (``P:<pid>:...``), not a group (``P:g:...``)."""
+    parts = subject.split(":", 2)
+    return len(parts) == 3 and parts[1] not in ("g", "q")
 
 
 class _PubSubCommand:

@@ -3,6 +3,10 @@
 * :func:`connection_pool` makes the redis-py pool for one ``hosts`` entry (a URL or a dict of
   connection options) and the address to show for it, with every secret masked
   (:func:`redact_redis_url`, :func:`host_secrets`).
+* A dict entry with ``sentinels`` and ``master_name`` is a master found through Redis Sentinel:
+  its pool and address come from :mod:`channels_neffos.transports.sentinel`
+  (``redis+sentinel://host:port,host:port/master_name``, never with credentials), and its
+  secrets include the password in ``sentinel_kwargs``.
 * :func:`classify` is the one place that decides what a ``BrokerUnavailable`` says: its
   ``cause`` — ``"authentication"`` (``WRONGPASS``/``NOAUTH``, redis-py's authentication errors),
   ``"TLS verification"`` (a certificate that does not verify, a TLS alert, a handshake the
@@ -26,6 +30,8 @@ from redis.exceptions import (
     NoPermissionError,
     RedisError,
 )
+
+from .sentinel import SentinelRefused, is_sentinel_host, sentinel_address, sentinel_pool
 
 #: Connection options and URL query keys whose values are secrets.
 _SECRET_OPTIONS = ("password", "ssl_password")
@@ -70,6 +76,9 @@ def host_secrets(host: str | dict[str, Any]) -> frozenset[str]:
         found += [parts.password, parts.username if parts.password is None else None]
         found += [v for k, v in parse_qsl(parts.query) if k in _SECRET_OPTIONS]
     found += [options.get(key) for key in _SECRET_OPTIONS]
+    sentinel_options = options.get("sentinel_kwargs")
+    if isinstance(sentinel_options, dict):  # the sentinels' own password
+        found += [sentinel_options.get(key) for key in _SECRET_OPTIONS]
     return frozenset(secret for secret in found if isinstance(secret, str) and secret)
 
 
@@ -78,6 +87,8 @@ def connection_pool(host: str | dict[str, Any]) -> tuple[ConnectionPool, str]:
     defaults: dict[str, Any] = {"protocol": 2, "socket_connect_timeout": 5}
     if isinstance(host, str):
         return ConnectionPool.from_url(host, **defaults), redact_redis_url(host)
+    if is_sentinel_host(host):
+        return sentinel_pool(host, defaults), sentinel_address(host)
     options = dict(host)
     address = options.pop("address", None)
     if isinstance(address, str):
@@ -122,6 +133,8 @@ def classify(exc: BaseException, *, tls: bool, connecting: bool = False) -> tupl
     for error in chain:
         if isinstance(error, ssl.SSLError):
             return "TLS verification", str(error)
+        if isinstance(error, SentinelRefused):  # before AuthenticationError: says whose
+            return "authentication", str(error)
         if isinstance(error, (AuthenticationError, AuthenticationWrongNumberOfArgsError)):
             return "authentication", f"Redis says: {str(error).rstrip('.')}"
         if isinstance(error, NoPermissionError):

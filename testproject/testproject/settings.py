@@ -23,6 +23,7 @@ INSTALLED_APPS = [
     "daphne",
     "django.contrib.staticfiles",
     "channels",
+    "channels_neffos",  # its system checks: manage.py check
     "chat",
 ]
 MIDDLEWARE = ["django.middleware.common.CommonMiddleware"]
@@ -75,5 +76,8 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     # Not propagated: daphne puts a handler on the root logger, which would print each line twice.
-    "loggers": {"channels_neffos": {"handlers": ["console"], "level": "INFO", "propagate": False}},
+    "loggers": {
+        name: {"handlers": ["console"], "level": "INFO", "propagate": False}
+        for name in ("channels_neffos", "chat")
+    },
 }

@@ -13,7 +13,8 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -43,6 +44,40 @@ def node_results(script: str, run: subprocess.CompletedProcess[str]) -> Results:
     return results
 
 
+def run_node_steps(script: str, *args: str, on_step: Callable[[str], None]) -> Results:
+    """Run a testproject/e2e scenario that prints ``STEP <name>`` when it wants something done
+    (a fault, a command) and reads one line from stdin once it is: ``on_step(name)`` does it.
+    Returns its checks (see :func:`node_results`); the scenario's own watchdog bounds its time."""
+    with tempfile.TemporaryFile("w+") as errors:
+        scenario = subprocess.Popen(
+            [node(), f"e2e/{script}", *args],
+            cwd=TESTPROJECT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            text=True,
+        )
+        assert scenario.stdin is not None and scenario.stdout is not None
+        output: list[str] = []
+        try:
+            for line in scenario.stdout:
+                output.append(line)
+                if line.startswith("STEP "):
+                    on_step(line.split()[1])
+                    scenario.stdin.write("done\n")
+                    scenario.stdin.flush()
+            scenario.wait(timeout=30)
+        finally:
+            if scenario.poll() is None:
+                scenario.kill()
+                scenario.wait()
+        errors.seek(0)
+        run = subprocess.CompletedProcess(
+            scenario.args, scenario.returncode, "".join(output), errors.read()
+        )
+    return node_results(script, run)
+
+
 def node() -> str:
     found = shutil.which("node")
     if found is None:
@@ -61,6 +96,8 @@ class Instance:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_dir / f"{server}-{name}.log"
+        #: The environment it runs in (broker URLs, CHANNEL_PREFIX...), e.g. for manage.py.
+        self.env = env
         with open(self.log_path, "wb") as log:
             self.process = instances.start_instance(name, self.port, env, log, server=server)
 
