@@ -32,24 +32,33 @@ import asyncio
 import secrets
 import weakref
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from time import monotonic
 from typing import Any
 
 from channels.layers import BaseChannelLayer
 
-from . import envelope
+from . import asks, envelope
 from ._drops import DropLog
-from .exceptions import BrokerUnavailable, NoResponders
+from .exceptions import BrokerUnavailable
 from .presence import MEMBERS as PRESENCE_MEMBERS
+from .presence import PROCESS_STATS
 from .presence import SIZE as PRESENCE_SIZE
 from .process import LayerProcess, owner_pid
-from .transports.base import Transport, TransportEvents
+from .signals import messages_dropped, send_safely
+from .stats import (
+    LatencyHistogram,
+    LayerStats,
+    ProcessStats,
+    broker_round_trip,
+    process_stats,
+)
+from .transports.base import IgnoredEvents, Transport, TransportEvents
 from .transports.encrypted import EncryptedTransport, fernet_for
 from .validation import CHANNEL_RE, GROUP_RE, PREFIX_RE, check_capacity, positive_number
 
 #: The key under which an ask's reply address travels inside the request message.
-ASK_KEY = "__neffos_ask__"
+ASK_KEY = asks.ASK_KEY
 #: Keys a message may not carry: Channels reserves the first, this package the second.
 RESERVED_KEYS = ("__asgi_channel__", ASK_KEY)
 DEFAULT_ASK_TIMEOUT = 5.0
@@ -107,7 +116,9 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
         )
         #: How many messages were dropped, and connections lost, by reason (see _drops.REASONS).
         self.counters: Counter[str] = Counter()
-        self.drop_log = DropLog(self.counters)
+        self.drop_log = DropLog(self.counters, on_report=self._report_drops)
+        #: Seconds to the answer of each answered ask (see stats()).
+        self.ask_latency = LatencyHistogram()
         self.sweep_interval = min(self.expiry, 30.0)
         self._processes: dict[asyncio.AbstractEventLoop, LayerProcess] = {}
         self._owners: dict[str, str] = {}  # see _owner_of
@@ -423,7 +434,48 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
         process = await self._process()
         return sum(await process.presence.gather(PRESENCE_SIZE, group))
 
-    # -- ask extension -------------------------------------------------------------------------
+    # -- status --------------------------------------------------------------------------------
+
+    def stats(self) -> LayerStats:
+        """A snapshot of this layer in this OS process, without the broker (see
+        :mod:`channels_neffos.stats`)."""
+        return LayerStats(
+            backend=type(self).__name__,
+            broker=self._broker_url(),
+            prefix=self.prefix,
+            counters=dict(self.counters),
+            processes=[process_stats(process) for process in list(self._processes.values())],
+            ask_latency=self.ask_latency.snapshot(),
+        )
+
+    async def ping(self, timeout: float = 5.0) -> float:
+        """Seconds a message takes from this process through the broker and back; raises
+        ``BrokerUnavailable`` if the broker is down or the message is not back within
+        ``timeout`` seconds. For health checks (``manage.py neffos ping``)."""
+        timeout = positive_number("timeout", timeout)
+        process = await self._process()
+        return await broker_round_trip(process, await self.new_channel("ping"), timeout)
+
+    def _report_drops(self, reason: str, count: int, where: str) -> None:
+        send_safely(
+            messages_dropped, type(self), layer=self, reason=reason, count=count, where=where
+        )
+
+    def _broker_url(self) -> str:
+        for process in list(self._processes.values()):
+            return process.transport.url
+        # No process yet: a transport only to read its address (it connects nothing until used).
+        return self.make_transport(IgnoredEvents()).url
+
+    async def instances(self) -> list[ProcessStats]:
+        """A snapshot of every live process of this prefix, on every instance, this one first:
+        each answers with its own :class:`~channels_neffos.stats.ProcessStats`. Raises
+        ``PresenceUnavailable`` as ``group_members`` does."""
+        process = await self._process()
+        answers = await process.presence.gather(PROCESS_STATS, "")
+        return [ProcessStats.from_dict(answer) for answer in answers]
+
+    # -- ask extension (channels_neffos.asks) --------------------------------------------------
 
     async def ask(
         self, channel: str, message: dict[str, Any], timeout: float = DEFAULT_ASK_TIMEOUT
@@ -441,22 +493,7 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
         timeout = positive_number("timeout", timeout)
         process = await self._process()
         owner = self._require_process_channel_pid(channel) if "!" in channel else None
-
-        async def send(reply_to: str) -> None:
-            body = self._ask_body(process, message, reply_to)
-            if owner is None:
-                await process.send_to_worker_channel(channel, body, reply_to)
-            elif owner == process.pid:
-                if channel not in process.mailboxes:
-                    raise NoResponders(channel)
-                process.deliver(channel, body, raise_full=True)
-            else:
-                request = envelope.Envelope(envelope.CHANNEL, process.pid, channel, body, reply_to)
-                subject = process.channel_subject(owner, channel)
-                if await process.replies.publish_request(subject, request) == 0:
-                    raise NoResponders(channel)
-
-        return await process.replies.request(channel, timeout, send)  # type: ignore[no-any-return]
+        return await self._timed(asks.ask_channel(process, channel, owner, message, timeout))
 
     async def group_ask(
         self, group: str, message: dict[str, Any], timeout: float = DEFAULT_ASK_TIMEOUT
@@ -470,55 +507,26 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
         self._require_valid_message(message)
         timeout = positive_number("timeout", timeout)
         process = await self._process()
+        return await self._timed(asks.ask_group(process, group, message, timeout))
 
-        async def send(reply_to: str) -> None:
-            body = self._ask_body(process, message, reply_to)
-            local_members = process.deliver_to_group(group, body)
-            request = envelope.Envelope(envelope.GROUP, process.pid, group, body, reply_to)
-            receivers = await process.replies.publish_request(process.group_subject(group), request)
-            if receivers == 0 and local_members == 0:
-                raise NoResponders(group)
-
-        return await process.replies.request(group, timeout, send)  # type: ignore[no-any-return]
-
-    def _ask_body(self, process: LayerProcess, message: dict[str, Any], reply_to: str) -> bytes:
-        body = envelope.pack_body({**message, ASK_KEY: [reply_to, process.pid]})
-        process.check_size(body)
-        return body
+    async def _timed(self, request: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+        started = monotonic()
+        answer = await request
+        self.ask_latency.observe(monotonic() - started)
+        return answer
 
     async def reply(self, request: dict[str, Any], response: dict[str, Any]) -> None:
         """Answer an ask. ``request`` is the message as received. A second reply is ignored."""
         self._require_valid_message(response)
-        await self._send_reply(request, envelope.REPLY_OK, response)
+        await asks.send_reply(await self._process(), request, envelope.REPLY_OK, response)
 
     async def reply_error(self, request: dict[str, Any], text: str) -> None:
         """Answer an ask with an error: the asker raises ``AskError(text)``."""
         if not isinstance(text, str):
             raise TypeError(f"the error must be a str, not {type(text).__name__}")
-        await self._send_reply(request, envelope.REPLY_ERROR, text)
+        await asks.send_reply(await self._process(), request, envelope.REPLY_ERROR, text)
 
-    async def _send_reply(self, request: dict[str, Any], kind: str, value: Any) -> None:
-        reply_to, asker_pid = self.ask_info(request)
-        body = envelope.pack_reply(kind, value)
-        process = await self._process()
-        process.check_size(body)
-        await process.replies.send_reply(reply_to, asker_pid, body)
-
-    @staticmethod
-    def ask_info(request: Any) -> tuple[str, str]:
-        """``(reply_to, asker_pid)`` of a received ask; ``ValueError`` if it is not an ask."""
-        info = request.get(ASK_KEY) if isinstance(request, dict) else None
-        if (
-            not isinstance(info, (list, tuple))
-            or len(info) != 2
-            or not all(isinstance(part, str) for part in info)
-        ):
-            raise ValueError(
-                "this message is not an ask (it has no reply address); pass the message exactly "
-                "as your handler received it"
-            )
-        return info[0], info[1]
-
-    @staticmethod
-    def is_ask(message: Any) -> bool:
-        return isinstance(message, dict) and ASK_KEY in message
+    #: ``(reply_to, asker_pid)`` of a received ask; ``ValueError`` if it is not an ask.
+    ask_info = staticmethod(asks.ask_info)
+    #: Whether a received message is an ask.
+    is_ask = staticmethod(asks.is_ask)

@@ -208,7 +208,7 @@ def unpack_reply(body: bytes) -> tuple[str, Any]:
 # -- membership-change bodies --------------------------------------------------------------------
 
 #: Changes of a channel's membership, and (target "") presence questions to a whole process.
-CONTROL_OPS = ("group_add", "group_discard", "group_members", "group_size")
+CONTROL_OPS = ("group_add", "group_discard", "group_members", "group_size", "process_stats")
 
 
 def unpack_control(body: bytes) -> tuple[str, str]:

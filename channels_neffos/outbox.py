@@ -71,6 +71,8 @@ class Outbox:
         self._transport = transport
         #: Called with (subject, how many messages) when a frame could not be published.
         self._on_lost = on_lost
+        #: How many messages were handed to the broker (in frames), for stats.
+        self.published = 0
         self._frames: deque[_Frame] = deque()
         self._collected = 0
         self._turn_open = False
@@ -154,6 +156,8 @@ class Outbox:
             await self._transport.publish(subject, payload)
         except ConnectionError:
             self._on_lost(subject, count)
+        else:
+            self.published += count
 
     async def close(self) -> None:
         """Send what is collected (best effort) and finish the background sender."""

@@ -61,6 +61,8 @@ ANSWER_TIMEOUT = 2.0
 #: The membership-change operations that ask a process about a group (see envelope.CONTROL_OPS).
 MEMBERS = "group_members"
 SIZE = "group_size"
+#: Asks a process for its ProcessStats (see channels_neffos.stats); the group is "".
+PROCESS_STATS = "process_stats"
 
 
 class Presence:
@@ -182,6 +184,9 @@ class Presence:
             )
             return None
         except AskError as exc:
+            if operation == PROCESS_STATS:
+                logger.info("process %s cannot tell its stats (an older version?): %s", pid, exc)
+                return None
             raise AskError(
                 f"process {pid} could not answer a presence query ({exc}); does it run an "
                 f"older channels_neffos without presence?"

@@ -83,9 +83,11 @@ class Replies:
         process = self.process
         await process.outbox.flush()  # what this process published before goes first
         try:
-            return await process.transport.publish_request(
+            receivers = await process.transport.publish_request(
                 subject, envelope.encode(message), message.reply_to
             )
+            process.published_directly += 1
+            return receivers
         except BrokerUnavailable:
             raise  # already says why (PermissionDenied: the user may not publish there)
         except ConnectionError as exc:

@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
+from collections import Counter
 from typing import Any
 
 from .._drops import RateLimitedLog
@@ -66,6 +67,23 @@ def hub_for(layer: Any) -> Hub:
     if hub is None:
         hub = hubs[layer] = Hub(layer)
     return hub
+
+
+def connection_counts() -> Counter[str]:
+    """How many connections each namespace has in this OS process, over every hub (for
+    metrics; safe to call from another thread: it reads copies)."""
+    for _attempt in range(3):  # a loop starting or ending meanwhile changes _hubs: read again
+        try:
+            counts: Counter[str] = Counter()
+            for hubs in list(_hubs.values()):
+                for hub in list(hubs.values()):
+                    for (namespace, room), members in list(hub.members.items()):
+                        if room == "":
+                            counts[namespace] += len(members)
+            return counts
+        except RuntimeError:
+            continue
+    return Counter()
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:

@@ -27,6 +27,8 @@ from channels_neffos.namespaces import (
 )
 from channels_neffos.namespaces import server as neffos_server
 
+from .dashboard import Dashboard
+
 
 class Chat(Namespace):
     name = "chat"
@@ -74,7 +76,7 @@ class Chat(Namespace):
 
 
 class ChatConsumer(NeffosConsumer):
-    namespaces = [Chat]
+    namespaces = [Chat, Dashboard]
 
 
 class NativeRelay(Namespace):

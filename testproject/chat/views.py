@@ -15,6 +15,11 @@ def index(request: HttpRequest) -> HttpResponse:
     return render(request, "chat/index.html", {"instance": settings.INSTANCE_NAME})
 
 
+def dashboard(request: HttpRequest) -> HttpResponse:
+    """The live dashboard (chat/dashboard.py pushes its data through a namespace)."""
+    return render(request, "dashboard/index.html", {"instance": settings.INSTANCE_NAME})
+
+
 @csrf_exempt
 @require_POST
 def announce(request: HttpRequest) -> JsonResponse:

@@ -1,17 +1,12 @@
 // A real browser on both instances: type on A, see it on B.
 // Usage: node browser.mjs <http url A> <http url B> <screenshot dir> [chromium path]
 // Prints {"ok": bool, "detail": ...} as JSON; exit code 1 on failure.
-import { chromium } from "playwright-core";
+import { launchHeadless } from "./chromium.mjs";
 
-const [httpA, httpB, screenshotDir, executablePath = "/usr/bin/chromium"] = process.argv.slice(2);
+const [httpA, httpB, screenshotDir, executablePath] = process.argv.slice(2);
 
 async function main() {
-  const browser = await chromium.launch({
-    executablePath,
-    headless: true,
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-      "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"],
-  });
+  const browser = await launchHeadless(executablePath);
   try {
     const context = await browser.newContext();
     const pageA = await context.newPage();
