@@ -4,6 +4,10 @@ Use ``channels_neffos.RedisChannelLayer`` or ``channels_neffos.NatsChannelLayer`
 ``BACKEND`` of a ``CHANNEL_LAYERS`` entry. See the README and ``docs/`` for options and semantics.
 """
 
+# The release's one version number: pyproject.toml reads it from here, statically (a plain
+# string literal, so building never imports the package); docs/releasing.rst says how to bump it.
+__version__ = "0.1.0"
+
 from .engine import NeffosChannelLayer
 from .exceptions import (
     AskError,
