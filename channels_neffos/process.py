@@ -127,6 +127,7 @@ class LayerProcess:
         self.drop = layer.drop_log
         self.started = False
         self.started_at, self.started_monotonic = time.time(), monotonic()
+        self.loop = asyncio.get_running_loop()
         #: Messages that arrived from the broker, and those published without the outbox (worker
         #: channel pushes, requests): for stats.
         self.received = 0

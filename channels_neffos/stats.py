@@ -64,6 +64,10 @@ class ProcessStats:
     #: that arrived from it, since the process started. Local deliveries are in neither.
     published: int = 0
     received: int = 0
+    #: neffos WebSocket connections here, per namespace; and per room (``"namespace/room"``,
+    #: its largest LARGEST_GROUPS), as the namespaces' hub of this layer knows them.
+    connections: dict[str, int] = field(default_factory=dict)
+    rooms: dict[str, int] = field(default_factory=dict)
     #: What the namespaces counted in this OS process (``slow_client_closed``, ...; see
     #: :data:`channels_neffos.namespaces.counters`).
     namespace_events: dict[str, int] = field(default_factory=dict)
@@ -127,7 +131,9 @@ class LayerStats:
 
 def process_stats(process: LayerProcess) -> ProcessStats:
     """A snapshot of ``process``."""
-    from .namespaces.outgoing import counters as namespace_counters  # not at import: a cycle
+    # Not at import: the namespaces are built on the layer (a cycle).
+    from .namespaces.hub import scope_sizes
+    from .namespaces.outgoing import counters as namespace_counters
 
     now = time.monotonic()
     # Copies first: a metrics scrape may run in another thread while the loop changes these.
@@ -136,6 +142,11 @@ def process_stats(process: LayerProcess) -> ProcessStats:
     mailboxes = list(process.mailboxes.values())
     largest = sorted(group_sizes.items(), key=lambda item: (-item[1], item[0]))[:LARGEST_GROUPS]
     down_since = process.connection.down_since
+    scopes = scope_sizes(process.loop, process.layer)
+    rooms = sorted(
+        ((f"{namespace}/{room}", size) for (namespace, room), size in scopes.items() if room),
+        key=lambda item: (-item[1], item[0]),
+    )[:LARGEST_GROUPS]
     return ProcessStats(
         pid=process.pid,
         host=socket.gethostname(),
@@ -153,6 +164,8 @@ def process_stats(process: LayerProcess) -> ProcessStats:
         published=process.outbox.published + process.published_directly,
         received=process.received,
         counters=dict(process.layer.counters),
+        connections={namespace: size for (namespace, room), size in scopes.items() if not room},
+        rooms=dict(rooms),
         namespace_events=dict(namespace_counters),
     )
 

@@ -86,6 +86,15 @@ def connection_counts() -> Counter[str]:
     return Counter()
 
 
+def scope_sizes(loop: asyncio.AbstractEventLoop, layer: Any) -> dict[Scope, int]:
+    """Local connections per (namespace, room) — room ``""``: the namespace itself — of
+    ``layer``'s hub on ``loop``; empty if it has none. For stats: it reads a copy."""
+    hub = _hubs.get(loop, {}).get(layer)
+    if hub is None:
+        return {}
+    return {scope: len(members) for scope, members in list(hub.members.items()) if members}
+
+
 def _log_failure(task: asyncio.Task[None]) -> None:
     # Callers that await the task see the error too; this covers a clean-up nobody awaits.
     if not task.cancelled() and task.exception() is not None:

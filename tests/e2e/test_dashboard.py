@@ -55,6 +55,8 @@ def test_dashboard_and_status_show_both_instances(
     assert isinstance(instances, list)
     assert sorted(i["os_pid"] for i in instances) == sorted([a.pid, b.pid])
     assert all(i["groups"] >= 2 and i["connected"] for i in instances)  # ns.chat, its lobby
+    assert all(i["connections"] == {"chat": 1} for i in instances), instances
+    assert all(i["rooms"] == {"chat/lobby": 1} for i in instances), instances
 
     # The screenshot shows the page: its size, and text (dark pixels) in both tables' rows.
     pixels = image.imread(tmp_path / "dashboard.png")

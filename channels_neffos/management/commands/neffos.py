@@ -6,10 +6,10 @@ Subcommands (each takes ``--layer ALIAS``, default: every channels_neffos alias 
 ``status``
     per layer: whether the broker is reachable and the round trip through it; every live
     instance (process) of its prefix with its host, uptime, connection, channels, queued
-    messages, groups and their sizes, and counters (drops by reason, reconnects, and the
-    namespaces' events such as ``slow_client_closed``). Instances are
-    listed through presence: a process is listed once it holds a group member. Exit status 1 if
-    a broker is unreachable.
+    messages, groups and their sizes, neffos WebSocket connections per namespace and room, and
+    counters (drops by reason, reconnects, and the namespaces' events such as
+    ``slow_client_closed``). Instances are listed through presence: a process is listed once it
+    holds a group member. Exit status 1 if a broker is unreachable.
 ``ping``
     exit status 0 if every broker answers a round trip within ``--timeout`` seconds, else 1 —
     for health checks and readiness probes. Prints the round trip.
@@ -159,6 +159,11 @@ class Command(BaseCommand):  # type: ignore[misc]
                 f"queued {instance.queued}  groups {instance.groups} "
                 f"({instance.members} members)"
             )
+            if instance.connections:
+                per_namespace = sorted(instance.connections.items())
+                text = ", ".join(f"{name} {count}" for name, count in per_namespace)
+                rooms = ", ".join(f"{name} ({size})" for name, size in instance.rooms.items())
+                write(f"      connections: {text}" + (f"; rooms: {rooms}" if rooms else ""))
             if instance.largest_groups:
                 shown = list(instance.largest_groups.items())[:_SHOWN_GROUPS]
                 more = instance.groups - len(shown)
