@@ -8,7 +8,7 @@ Use ``channels_neffos.RedisChannelLayer`` or ``channels_neffos.NatsChannelLayer`
 # string literal, so building never imports the package); docs/releasing.rst says how to bump it.
 __version__ = "0.1.0"
 
-from .engine import NeffosChannelLayer
+from .channel_layer import NeffosChannelLayer
 from .exceptions import (
     AskError,
     AskTimeout,

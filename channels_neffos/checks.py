@@ -32,9 +32,9 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register
 from django.utils.module_loading import import_string
 
-from .engine import NeffosChannelLayer
+from ._core.validation import PREFIX_RE
+from .channel_layer import NeffosChannelLayer
 from .multi import MultiChannelLayer
-from .validation import PREFIX_RE
 
 _UNKNOWN_OPTION = re.compile(r"unexpected keyword argument '(\w+)'")
 #: Options of connect_options (NATS) and hosts dicts (Redis) that carry credentials.

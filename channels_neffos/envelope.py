@@ -18,16 +18,16 @@ Layout (version 1)::
   connection in a neffos broadcast); every process applies it to its members. ``None`` otherwise.
 
 Several envelopes for one subject may travel as one broker message, a *frame*: a msgpack array
-of envelopes (:func:`frame`; built by :mod:`channels_neffos.outbox`). A receiver tells the two
-apart by the first element — the version number of an envelope, an array in a frame — and
+of envelopes (:func:`frame`; built by :mod:`channels_neffos._core.outbox`). A receiver tells the
+two apart by the first element — the version number of an envelope, an array in a frame — and
 :func:`decode_frame` accepts both. Worker-channel queues always hold single envelopes.
 
 A ``REPLY`` body is a msgpack map with exactly one of: ``"r"`` (the reply message), ``"e"`` (an
 error text for ``AskError``) or ``"n"`` (the target channel is unknown to its owner: no responders).
 
 Anything that does not decode to this shape is garbage: :func:`decode` raises ``ValueError`` and
-the engine logs and drops it. Other languages may join by speaking this format; it is documented
-in ``docs/wire.rst``.
+the receiving router logs and drops it (counted as ``garbage``). Other languages may join by
+speaking this format; it is documented in ``docs/wire.rst``.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ _HEADLINES = {
     "TLS verification": "TLS verification failed with the broker at {url}",
     "permission": "permission denied by the broker at {url}",
     "presence": "presence is not available on the broker at {url}",
+    "error": "the broker at {url} answered with an error",
 }
 #: What to check, for each cause a transport can name in :class:`BrokerUnavailable`.
 _ADVICE = {
@@ -46,6 +47,9 @@ _ADVICE = {
     "(nats-server -js) with the permissions in docs/security.rst.",
     "permission": "The broker refused an operation to this user: grant the permissions listed "
     "in docs/security.rst for the layer's prefix.",
+    "error": "The broker refused the command for the reason above (for instance a key under "
+    "the layer's prefix that another program uses with another type): give this application "
+    "a prefix of its own.",
 }
 
 
@@ -54,7 +58,8 @@ class BrokerUnavailable(ChannelsNeffosError, ConnectionError):
     an answer).
 
     ``cause`` names why, for code and for the message: ``"unreachable"`` (the default),
-    ``"authentication"``, ``"TLS verification"`` or ``"permission"``. The message never holds a
+    ``"authentication"``, ``"TLS verification"``, ``"permission"``, ``"presence"`` or
+    ``"error"`` (the broker answered a command with an error). The message never holds a
     secret: transports pass URLs with their passwords masked and reasons from the broker.
     """
 

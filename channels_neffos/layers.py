@@ -1,4 +1,4 @@
-"""The two public layers: the engine plus a transport and its broker-specific options.
+"""The two public layers: the shared core plus a transport and its broker-specific options.
 
 Everything here is configuration: parse and check the ``CONFIG`` options, then build one
 transport per event loop. Unknown options raise ``TypeError`` naming the option (Django passes
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .engine import NeffosChannelLayer
+from .channel_layer import NeffosChannelLayer
 from .transports.base import Transport, TransportEvents
 from .transports.nats import NatsTransport
 from .transports.redis import RedisTransport

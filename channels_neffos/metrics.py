@@ -1,8 +1,8 @@
 """Prometheus metrics of the channel layers and namespaces in this OS process.
 
 Needs ``prometheus_client`` (``pip install channels-neffos[prometheus]``). Every scrape reads
-fresh snapshots (:meth:`NeffosChannelLayer.stats() <channels_neffos.engine.NeffosChannelLayer.
-stats>` of each layer Channels has built, and the namespaces' connection counts): nothing is
+fresh snapshots (:meth:`NeffosChannelLayer.stats() <channels_neffos.NeffosChannelLayer.stats>`
+of each layer Channels has built, and the namespaces' connection counts): nothing is
 recorded twice, and a layer costs nothing between scrapes. Serve them with
 
 * :func:`metrics_view` — a Django view: ``path("metrics", metrics_view)`` in ``urls.py``;
@@ -45,7 +45,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from .engine import NeffosChannelLayer
+from .channel_layer import NeffosChannelLayer
 from .multi import MultiChannelLayer
 from .namespaces.hub import connection_counts
 from .namespaces.outgoing import counters as namespace_counters

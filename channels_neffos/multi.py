@@ -43,7 +43,7 @@ from typing import Any, TypeVar
 from channels.layers import BaseChannelLayer
 from django.utils.module_loading import import_string
 
-from .engine import DEFAULT_ASK_TIMEOUT, NeffosChannelLayer
+from .channel_layer import DEFAULT_ASK_TIMEOUT, NeffosChannelLayer
 from .exceptions import BrokerUnavailable, NoResponders
 
 logger = logging.getLogger("channels_neffos")

@@ -1,7 +1,8 @@
 """Django signals a layer sends about its broker connection.
 
 Each event-loop process of a layer (one per event loop that uses it; see
-:mod:`channels_neffos.process`) keeps its own broker connection, so each sends its own signals:
+:mod:`channels_neffos._core.router`) keeps its own broker connection, so each sends its own
+signals:
 
 * :data:`broker_connection_lost` — once when the process's connection to the broker drops (not
   again while it stays down, however many of its sockets drop or reconnect attempts fail).

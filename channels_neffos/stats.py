@@ -1,9 +1,9 @@
 """Snapshots of a layer's state, for status commands, health checks and metrics.
 
-* :meth:`NeffosChannelLayer.stats() <channels_neffos.engine.NeffosChannelLayer.stats>` — this
+* :meth:`NeffosChannelLayer.stats() <channels_neffos.NeffosChannelLayer.stats>` — this
   OS process's view, at once and without the broker: a :class:`LayerStats` with one
   :class:`ProcessStats` per event loop that uses the layer.
-* :meth:`NeffosChannelLayer.instances() <channels_neffos.engine.NeffosChannelLayer.instances>`
+* :meth:`NeffosChannelLayer.instances() <channels_neffos.NeffosChannelLayer.instances>`
   — every live process sharing the layer's prefix, on every instance, each answering with its own
   :class:`ProcessStats` (through presence: the broker's registry of processes, then one small
   request per process; a process is listed once it holds a group member). Needs presence.
@@ -18,18 +18,9 @@ from __future__ import annotations
 import asyncio
 import bisect
 import math
-import os
-import socket
-import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
-
-from . import envelope
-from .envelope import CHANNEL, Envelope
-from .exceptions import BrokerUnavailable
-
-if TYPE_CHECKING:
-    from .process import LayerProcess
+from typing import Any
 
 #: How many of a process's largest groups a snapshot names (all are counted).
 LARGEST_GROUPS = 20
@@ -129,65 +120,24 @@ class LayerStats:
         return asdict(self)
 
 
-def process_stats(process: LayerProcess) -> ProcessStats:
-    """A snapshot of ``process``."""
-    # Not at import: the namespaces are built on the layer (a cycle).
-    from .namespaces.hub import scope_sizes
-    from .namespaces.outgoing import counters as namespace_counters
-
-    now = time.monotonic()
-    # Copies first: a metrics scrape may run in another thread while the loop changes these.
-    group_sizes = {group: len(members) for group, members in list(process.groups.items())}
-    group_sizes = {group: size for group, size in group_sizes.items() if size}
-    mailboxes = list(process.mailboxes.values())
-    largest = sorted(group_sizes.items(), key=lambda item: (-item[1], item[0]))[:LARGEST_GROUPS]
-    down_since = process.connection.down_since
-    scopes = scope_sizes(process.loop, process.layer)
-    rooms = sorted(
-        ((f"{namespace}/{room}", size) for (namespace, room), size in scopes.items() if room),
-        key=lambda item: (-item[1], item[0]),
-    )[:LARGEST_GROUPS]
-    return ProcessStats(
-        pid=process.pid,
-        host=socket.gethostname(),
-        os_pid=os.getpid(),
-        started_at=process.started_at,
-        uptime=round(now - process.started_monotonic, 3),
-        connected=down_since is None,
-        down_for=None if down_since is None else round(now - down_since, 3),
-        channels=len(mailboxes),
-        queued=sum(len(mailbox) for mailbox in mailboxes),
-        groups=len(group_sizes),
-        members=sum(group_sizes.values()),
-        largest_groups=dict(largest),
-        pending_replies=len(process.replies.pending),
-        published=process.outbox.published + process.published_directly,
-        received=process.received,
-        counters=dict(process.layer.counters),
-        connections={namespace: size for (namespace, room), size in scopes.items() if not room},
-        rooms=dict(rooms),
-        namespace_events=dict(namespace_counters),
-    )
+#: What a process reports beside the layer's own state: ``reporter(loop, layer)`` returns some
+#: of :class:`ProcessStats`' fields (``connections``, ``rooms``, ``namespace_events``) for the
+#: given layer's process on ``loop``. Something built on the layer (the namespaces) registers
+#: one with :func:`add_reporter`; the layers never import what reports.
+Reporter = Callable[[asyncio.AbstractEventLoop, Any], dict[str, Any]]
+_reporters: list[Reporter] = []
 
 
-async def broker_round_trip(process: LayerProcess, channel: str, timeout: float) -> float:
-    """Seconds for a message from ``process`` to ``channel`` (one of its own) *through the
-    broker* — a plain send would take the local shortcut. ``BrokerUnavailable`` if it does not
-    arrive within ``timeout``."""
-    await process.listen()
-    mailbox = process.mailbox(channel)
-    body = envelope.pack_body({"type": "neffos.ping"})
-    started = time.monotonic()
-    try:
-        await process.publish(
-            process.channel_subject(process.pid, channel),
-            Envelope(CHANNEL, process.pid, channel, body),
-        )
-        await asyncio.wait_for(mailbox.get(), timeout)
-    except (asyncio.TimeoutError, ConnectionError) as exc:
-        raise BrokerUnavailable(
-            process.transport.url, f"a message through the broker did not come back in {timeout} s"
-        ) from exc
-    finally:
-        process.mailboxes.pop(channel, None)
-    return time.monotonic() - started
+def add_reporter(reporter: Reporter) -> None:
+    """Have every :class:`ProcessStats` snapshot include what ``reporter`` says (see
+    :data:`Reporter`); registering the same reporter twice has no effect."""
+    if reporter not in _reporters:
+        _reporters.append(reporter)
+
+
+def reported(loop: asyncio.AbstractEventLoop, layer: Any) -> dict[str, Any]:
+    """What every registered reporter says about ``layer``'s process on ``loop``."""
+    fields: dict[str, Any] = {}
+    for reporter in list(_reporters):
+        fields.update(reporter(loop, layer))
+    return fields

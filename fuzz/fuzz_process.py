@@ -1,16 +1,17 @@
-"""Fuzz target: a raw broker payload into a running :class:`~channels_neffos.process.LayerProcess`.
+"""Fuzz target: a raw broker payload into a running router (:mod:`channels_neffos._core.router`).
 
 The bytes go where a transport hands them — the real entry points for broker messages:
 
 * ``_on_process_message`` (the process's wildcard subscription: channel messages, asks, replies,
   membership changes),
 * ``_on_group_message`` (a group subscription),
-* the worker-channel fetcher (``_fetch_worker_messages``, one payload popped from a queue),
+* the worker-channel fetcher (one payload popped from a queue),
 
-on a process whose broker is an in-memory transport, with a channel that has a mailbox of
-capacity 1, a group member and a pending reply, so valid-looking input reaches real paths. Then
-the event loop runs what the message scheduled (replies, group changes), and what was delivered
-is decoded as ``receive()`` and ``ask()`` would (only ``ValueError`` allowed).
+on a router whose broker is the in-memory one (``channels_neffos.testing.memory``), with a
+channel that has a mailbox of capacity 1, a group member and a pending reply, so valid-looking
+input reaches real paths. Then the event loop runs what the message scheduled (replies, group
+changes), and what was delivered is decoded as ``receive()`` and ``ask()`` would (only
+``ValueError`` allowed).
 
 A crash is any exception out of those entry points, a fetcher that does not finish (a stuck
 reader), an ERROR log record from ``channels_neffos`` (a failed background task) or an exception
@@ -24,16 +25,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from collections import Counter
 from time import monotonic
-from typing import Any
 
 import atheris
 
 with atheris.instrument_imports(include=["channels_neffos"]):
     from channels_neffos import envelope
-    from channels_neffos.engine import NeffosChannelLayer
-    from channels_neffos.process import LayerProcess
-    from channels_neffos.transports.base import OnMessage, Transport, TransportEvents
+    from channels_neffos._core.router import Router, RouterHooks
+    from channels_neffos._core.settings import LayerSettings
+    from channels_neffos._drops import DropLog
+    from channels_neffos.testing.memory import MemoryBroker, MemoryTransport
+    from channels_neffos.transports.base import Subject, Transport, TransportEvents
 
 #: Names the seed corpus uses, so the fuzzer starts from messages that reach real state.
 PID = "f00dfeedbeef"
@@ -50,73 +53,48 @@ class StuckReader(Exception):
     """The worker-channel fetcher kept polling after its only receiver was gone."""
 
 
-class MemoryTransport(Transport):
-    """A broker that only remembers: publishes are counted, one queue yields what it is given."""
+class FuzzTransport(MemoryTransport):
+    """The in-memory transport, with one worker queue that yields what the fuzzer gives it."""
 
-    url = "memory://fuzz"
-    max_payload = 1 << 20
-
-    def __init__(self) -> None:
-        self.published = 0
-        self.subscribed: dict[str, OnMessage] = {}
+    def __init__(self, events: TransportEvents) -> None:
+        super().__init__(MemoryBroker("fuzz"), events, "fuzz")
         self.queue: list[bytes] = []
-        self.on_empty: Any = None
+        self.on_empty: object = None
         self.empty_pops = 0
 
-    def subject(self, *parts: str) -> str:
-        return ":".join(parts)
-
-    def wildcard(self, *parts: str) -> str:
-        return ":".join((*parts, "*"))
-
-    async def connect(self) -> None:
-        pass
-
-    async def close(self) -> None:
-        pass
-
-    async def subscribe(self, subject: str, on_message: OnMessage) -> None:
-        self.subscribed[subject] = on_message
-
-    async def unsubscribe(self, subject: str) -> None:
-        self.subscribed.pop(subject, None)
-
-    async def publish(self, subject: str, payload: bytes, reply_to: str | None = None) -> None:
-        self.published += 1
-
-    async def publish_request(self, subject: str, payload: bytes, reply_to: str) -> int | None:
-        self.published += 1
-        return 1
-
-    async def queue_push(
-        self, name: str, payload: bytes, capacity: int, ttl: float, reply_to: str | None = None
-    ) -> bool:
-        self.queue.append(payload)
-        return True
-
-    async def queue_pop(self, name: str, timeout: float, capacity: int) -> bytes | None:
+    async def queue_pop(self, queue: Subject, timeout: float, capacity: int) -> bytes | None:
         if self.queue:
             return self.queue.pop(0)
         self.empty_pops += 1
         if self.empty_pops > _EMPTY_POPS_ALLOWED:
-            raise StuckReader(f"the fetcher of {name} polls on with no receiver waiting")
-        if self.on_empty is not None:
+            raise StuckReader(f"the fetcher of {queue.name} polls on with no receiver waiting")
+        if callable(self.on_empty):
             self.on_empty()  # the receiver gives up: the fetcher must stop
         await asyncio.sleep(0)
         return None
 
-    async def queue_flush(self) -> None:
-        self.queue.clear()
+
+SETTINGS = LayerSettings(
+    prefix="fuzz",
+    expiry=60,
+    group_expiry=86400,
+    capacity=100,
+    channel_capacity=(),
+    presence=False,
+    broker_name="memory",
+)
+COUNTERS: Counter[str] = Counter()
+HOOKS = RouterHooks(
+    counters=COUNTERS,
+    drop=DropLog(COUNTERS),
+    connection_lost=lambda *_: None,
+    connection_restored=lambda *_: None,
+    report=dict,
+)
 
 
-class MemoryLayer(NeffosChannelLayer):
-    broker_name = "memory"
-
-    def make_transport(self, events: TransportEvents) -> Transport:
-        return MemoryTransport()
-
-
-LAYER = MemoryLayer(prefix="fuzz")
+def _transport(events: TransportEvents) -> Transport:
+    return FuzzTransport(events)
 
 
 class _Problems(logging.Handler):
@@ -133,32 +111,32 @@ class _Problems(logging.Handler):
 async def _feed(data: bytes, problems: list[str]) -> None:
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(lambda _loop, context: problems.append(repr(context)))
-    process = LayerProcess(LAYER, pid=PID)
-    await process.start()
-    transport = process.transport
-    assert isinstance(transport, MemoryTransport)  # noqa: S101 - the harness, not the input
-    process.mailbox(CHANNEL, capacity=1)
-    process.groups[GROUP] = {CHANNEL: monotonic() + 3600}
+    router = Router(SETTINGS, PID, _transport, HOOKS)
+    await router.start()
+    transport = router.transport
+    assert isinstance(transport, FuzzTransport)  # noqa: S101 - the harness, not the input
+    router.mailboxes.open(CHANNEL, capacity=1)
+    router.groups.members[GROUP] = {CHANNEL: monotonic() + 3600}
     pending: asyncio.Future[envelope.Envelope] = loop.create_future()
-    process.replies.pending[REPLY_TO] = pending
+    router.requests.pending[REPLY_TO] = pending
     try:
         # One payload popped from a worker channel while one receiver waits (first, while the
         # worker channel's mailbox is empty).
-        worker = process.mailbox(WORKER_CHANNEL)
+        worker = router.mailboxes.open(WORKER_CHANNEL)
         receiver = asyncio.ensure_future(worker.get())
         await asyncio.sleep(0)
         transport.queue.append(data)
         transport.on_empty = receiver.cancel
-        await process._fetch_worker_messages(WORKER_CHANNEL, worker)
+        await router.fetchers._fetch(WORKER_CHANNEL, worker)
         await asyncio.gather(receiver, return_exceptions=True)
 
-        process._on_process_message(data)
-        process._on_group_message(data)
+        router._on_process_message(data)
+        router._on_group_message(data)
 
         for _ in range(5):  # let scheduled replies and membership changes run
             await asyncio.sleep(0)
         # What receive() and ask() would make of what got through.
-        for mailbox in list(process.mailboxes.values()):
+        for mailbox in router.mailboxes.all():
             while (body := mailbox.get_nowait()) is not None:
                 try:
                     envelope.unpack_body(body)
@@ -170,8 +148,8 @@ async def _feed(data: bytes, problems: list[str]) -> None:
             except ValueError:
                 pass
     finally:
-        process.replies.pending.pop(REPLY_TO, None)
-        await process.close()
+        router.requests.pending.pop(REPLY_TO, None)
+        await router.close()
 
 
 def TestOneInput(data: bytes) -> None:

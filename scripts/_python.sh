@@ -21,25 +21,29 @@ pick_python() {
   return 1
 }
 
-# Create .venv (once) and install the project with its test dependencies.
+# Create .venv (once) and install the project with everything a developer uses (the dev
+# extra): the tools at the versions constraints/tools.txt pins, the runtime dependencies at
+# their newest releases.
 ensure_venv() {
   if [ ! -x .venv/bin/python ]; then
     "$(pick_python)" -m venv .venv
   fi
-  # Installed already from this very pyproject.toml, editable from this very checkout: nothing
-  # to do (a reinstall takes seconds, and swaps the package under tests running from .venv).
-  if cmp -s pyproject.toml .venv/.installed-from-pyproject &&
+  # Installed already from this very pyproject.toml and these pins, editable from this very
+  # checkout: nothing to do (a reinstall takes seconds, and swaps the package under tests
+  # running from .venv).
+  cat pyproject.toml constraints/tools.txt >.venv/.wanted
+  if cmp -s .venv/.wanted .venv/.installed-from &&
      [ "$(.venv/bin/python -c 'import channels_neffos, os; print(os.path.dirname(os.path.dirname(channels_neffos.__file__)))' 2>/dev/null)" = "$PWD" ]; then
     return 0
   fi
   # pip's output goes to a log, shown only if the install fails.
   if ! { .venv/bin/python -m pip install --upgrade pip &&
-         .venv/bin/python -m pip install -e ".[test]"; } >.venv/pip.log 2>&1; then
+         .venv/bin/python -m pip install -c constraints/tools.txt -e ".[dev]"; } >.venv/pip.log 2>&1; then
     cat .venv/pip.log >&2
-    echo "installing the test dependencies failed (log above)" >&2
+    echo "installing the development dependencies failed (log above)" >&2
     return 1
   fi
-  cp pyproject.toml .venv/.installed-from-pyproject
+  mv .venv/.wanted .venv/.installed-from
 }
 
 # The testproject's npm packages (neffos.js for the page, ws/playwright-core for the e2e tests).

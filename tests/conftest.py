@@ -1,3 +1,6 @@
+"""The harness of this repository's tests: private brokers (fixtures of its own, built on
+``channels_neffos.testing.brokers`` and ``tests/support``) and a LayerSpec for each layer."""
+
 from __future__ import annotations
 
 import os
@@ -7,14 +10,86 @@ import pytest
 from django.test import override_settings
 from hypothesis import settings as hypothesis_settings
 
-from channels_neffos.testing.brokers import BrokerProcess, RedisCluster
+from channels_neffos.testing.brokers import BrokerProcess, NatsServer, RedisCluster, RedisServer
 from channels_neffos.testing.conformance import LayerSpec, unique_prefix
+from tests.support.nats_cluster import NatsCluster
+from tests.support.redis_sentinel import RedisSentinelGroup
 
 # Property tests draw the same examples on every run, so a failure in CI is one a rerun sees;
 # HYPOTHESIS_PROFILE=explore draws new ones (and keeps failures in .hypothesis/) when hunting.
 hypothesis_settings.register_profile("deterministic", derandomize=True, database=None)
 hypothesis_settings.register_profile("explore", derandomize=False)
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
+
+
+# -- brokers: "fresh_" ones are a test's own (to kill and restart), the others session-wide --------
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[BrokerProcess]:
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def second_redis_server() -> Iterator[BrokerProcess]:
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    with RedisCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def nats_server() -> Iterator[BrokerProcess]:
+    with NatsServer() as server:
+        yield server
+
+
+@pytest.fixture
+def fresh_redis_server() -> Iterator[BrokerProcess]:
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def fresh_nats_server() -> Iterator[BrokerProcess]:
+    with NatsServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel() -> Iterator[RedisSentinelGroup]:
+    """A session-wide master + replica + three sentinels; never failed over (use the fresh one)."""
+    with RedisSentinelGroup() as group:
+        yield group
+
+
+@pytest.fixture
+def fresh_redis_sentinel() -> Iterator[RedisSentinelGroup]:
+    """A master + replica + three sentinels of this test's own, to kill or fail over."""
+    with RedisSentinelGroup() as group:
+        yield group
+
+
+@pytest.fixture(scope="session")
+def nats_cluster() -> Iterator[NatsCluster]:
+    """A session-wide cluster of three NATS nodes; never killed (use the fresh one for that)."""
+    with NatsCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def fresh_nats_cluster() -> Iterator[NatsCluster]:
+    """A cluster of three NATS nodes of this test's own, to kill and restart nodes of."""
+    with NatsCluster() as cluster:
+        yield cluster
+
+
+# -- layers ----------------------------------------------------------------------------------------
 
 
 @pytest.fixture

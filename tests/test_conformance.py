@@ -164,6 +164,24 @@ class TestEncryptedNatsChannelLayer(NeffosLayerConformance):
     test_one_megabyte_message = None
 
 
+class TestMemoryChannelLayer(NeffosLayerConformance):
+    """channels_neffos on the in-memory broker of ``channels_neffos.testing.memory``: the same
+    guarantees, with no broker process (cases that need a second OS process switched off)."""
+
+    @pytest.fixture
+    def layer_spec(self) -> LayerSpec:
+        config = {"broker": unique_prefix(), "prefix": unique_prefix()}
+        return LayerSpec("channels_neffos.testing.memory.MemoryChannelLayer", config)
+
+    test_ask_a_responder_in_another_os_process = None
+    test_group_send_reaches_member_in_another_os_process = None
+    test_group_send_from_another_os_process = None
+    test_send_from_another_os_process = None
+    test_members_in_another_os_process_and_gone_when_it_is_killed = None
+    # Its queues are lists, as on Redis: an unread worker channel cannot be told from a slow one.
+    test_no_responders_for_an_unread_worker_channel = None
+
+
 class TestInMemoryReference(ChannelLayerConformance):
     """Channels' own layer, to show the suite states Channels' semantics, not ours.
 

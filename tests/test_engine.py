@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from channels_neffos import LayerClosed, envelope
-from channels_neffos.testing.conformance import LayerSpec
+from channels_neffos.testing.conformance import LayerSpec, eventually
 
 
 @pytest.fixture(params=["redis", "nats"])
@@ -22,8 +22,8 @@ async def test_garbage_from_the_broker_is_dropped_and_counted(
 ) -> None:
     layer = spec.build()
     channel = await layer.new_channel()
-    process = layer._processes[asyncio.get_running_loop()]
-    subject = process.channel_subject(process.pid, channel)
+    process = layer._routers[asyncio.get_running_loop()]
+    subject = process.channel_route(process.pid, channel)[0]
     with caplog.at_level(logging.WARNING, logger="channels_neffos"):
         await process.transport.publish(subject, b"\xc1not msgpack")
         await process.transport.publish(
@@ -46,8 +46,8 @@ async def test_an_envelope_whose_body_is_no_message_is_dropped_not_raised_to_rec
     another format): ``receive()`` must neither raise nor return it, and must not stop."""
     layer = spec.build()
     channel = await layer.new_channel()
-    process = layer._processes[asyncio.get_running_loop()]
-    subject = process.channel_subject(process.pid, channel)
+    process = layer._routers[asyncio.get_running_loop()]
+    subject = process.channel_route(process.pid, channel)[0]
     for body in (b"\xc1", b"\x93\x01\x02\x03", b"\xa3str", b"\x81\x01"):
         envelope_bytes = envelope.encode(envelope.Envelope(envelope.CHANNEL, "x", channel, body))
         await process.transport.publish(subject, envelope_bytes)
@@ -81,12 +81,12 @@ async def test_dead_channels_are_swept_with_their_memberships(spec: LayerSpec) -
     process_channels = [await layer.new_channel() for _ in range(20)]
     for channel in process_channels:
         await layer.group_add("room", channel)
-    process = layer._processes[asyncio.get_running_loop()]
+    process = layer._routers[asyncio.get_running_loop()]
     await layer.group_send("room", {"type": "unread"})
     await asyncio.sleep(1.2)
     survivor = await layer.new_channel()  # new channels trigger the periodic sweep
     assert list(process.mailboxes) == [survivor]
-    assert "room" not in process.groups
+    assert "room" not in process.groups.members
     assert layer.counters["expired"] == 20
 
 
@@ -111,7 +111,8 @@ async def test_close_wakes_waiting_receives_and_asks_with_layer_closed(spec: Lay
     silent = await other.new_channel()  # exists, but nobody answers asks on it
     receiving = asyncio.ensure_future(layer.receive(channel))
     asking = asyncio.ensure_future(layer.ask(silent, {"type": "q"}, timeout=30))
-    await asyncio.sleep(0.2)
+    router = layer._routers[asyncio.get_running_loop()]
+    await eventually(lambda: bool(router.requests.pending), what="the ask under way")
     await layer.close()
     with pytest.raises(LayerClosed, match=channel):
         await asyncio.wait_for(receiving, 5)

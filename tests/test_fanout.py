@@ -89,8 +89,8 @@ async def clients(any_spec: LayerSpec) -> AsyncIterator[Clients]:
 def local_members(group: str) -> dict[str, float]:
     layer: Any = get_channel_layer()
     children = getattr(layer, "children", [layer])
-    process = children[0]._processes[asyncio.get_running_loop()]
-    members: dict[str, float] = process.groups.get(group, {})
+    process = children[0]._routers[asyncio.get_running_loop()]
+    members: dict[str, float] = process.groups.members.get(group, {})
     return members
 
 
@@ -153,7 +153,9 @@ async def test_leaving_stops_delivery_and_the_hub_stops_with_its_last_member(
     await asyncio.sleep(0.05)
     assert hub.members == {}
     assert not local_members(room_group("shout", "r"))
-    assert hub._channel is None and hub._tasks == [], "no task outlives the last connection"
+    channel = hub._channel
+    assert not (channel.succeeded or channel.running), "the hub's channel outlived its members"
+    assert hub._tasks == [], "no task outlives the last connection"
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
+from channels_neffos._core.mailboxes import Mailbox
 from channels_neffos.exceptions import LayerClosed
-from channels_neffos.mailbox import Mailbox
 
 
 def mailbox() -> Mailbox:

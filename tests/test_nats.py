@@ -10,7 +10,8 @@ import pytest
 
 from channels_neffos import BrokerUnavailable, MessageTooLarge, NatsChannelLayer
 from channels_neffos.testing.brokers import BrokerProcess, free_port
-from channels_neffos.testing.conformance import LayerSpec
+from channels_neffos.testing.conformance import LayerSpec, eventually
+from channels_neffos.transports.base import Subject
 from channels_neffos.transports.nats import NatsTransport
 
 
@@ -82,7 +83,7 @@ async def test_connect_options_reach_nats(fresh_nats_server: BrokerProcess) -> N
     names: list[str] = []
     layer = NatsChannelLayer(servers=[fresh_nats_server.url], connect_options={"name": "my-app"})
     await layer.new_channel()
-    process = layer._processes[asyncio.get_running_loop()]
+    process = layer._routers[asyncio.get_running_loop()]
     names.append(process.transport._client.options["name"])
     assert names == ["my-app"]
 
@@ -93,14 +94,21 @@ async def test_worker_channel_overflow_is_dropped_and_counted(nats_spec: LayerSp
     reader, sender = nats_spec.build(capacity=2), nats_spec.build()
     channel = "overflow"
     first = asyncio.ensure_future(reader.receive(channel))
-    await asyncio.sleep(0.1)
+    loop = asyncio.get_running_loop()
+
+    def subscribed() -> bool:  # NATS drops what is sent to a queue nobody subscribes yet
+        router = reader._routers.get(loop)
+        return router is not None and bool(router.transport._queue_subscriptions)
+
+    await eventually(subscribed, what="the reader's queue subscription")
+    router = reader._routers[loop]
     await sender.send(channel, {"type": "x", "n": -1})
     await asyncio.wait_for(first, 5)
-    await asyncio.sleep(1.2)  # the fetcher stops pulling once nobody waits
+    # The fetcher stops pulling once nobody waits (within its 1 s pop).
+    await eventually(lambda: not router.fetchers._tasks, what="the fetcher's end")
     for n in range(10):
         await sender.send(channel, {"type": "x", "n": n})
-    await asyncio.sleep(0.3)
-    assert reader.counters["channel_full"] >= 7
+    await eventually(lambda: reader.counters["channel_full"] >= 7, what="7 drops")
     got = [(await asyncio.wait_for(reader.receive(channel), 5))["n"] for _ in range(2)]
     assert got == [0, 1]
 
@@ -114,13 +122,13 @@ async def test_subscribe_returns_only_once_the_sub_is_on_the_wire(nats_spec: Lay
     something no real component does on demand — and subscribe() must wait for it."""
     layer = nats_spec.build()
     await layer.new_channel()
-    process = layer._processes[asyncio.get_running_loop()]
+    process = layer._routers[asyncio.get_running_loop()]
     client = process.transport._client
     held = client._flush_queue
     client._flush_queue = asyncio.Queue()  # the flusher stays parked on the old queue...
     loop = asyncio.get_running_loop()
     loop.call_later(0.3, held.put_nowait, loop.create_future())  # ...until this releases it
-    await process.transport.subscribe("x.y", lambda payload: None)
+    await process.transport.subscribe(Subject("x.y", "x"), lambda payload: None)
     assert client._pending_data_size == 0, "subscribe() returned with the SUB still unsent"
 
 
@@ -151,7 +159,7 @@ async def test_a_reader_waiting_on_a_worker_channel_gets_what_is_sent_after_flus
 
 async def _down_and_buffering(layer: NatsChannelLayer, server: BrokerProcess) -> None:
     """Kill ``server`` and return once ``layer``'s nats-py client knows it is reconnecting."""
-    process = layer._processes[asyncio.get_running_loop()]
+    process = layer._routers[asyncio.get_running_loop()]
     server.kill()
     deadline = asyncio.get_running_loop().time() + 10
     while process.transport._client.is_connected:

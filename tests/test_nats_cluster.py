@@ -42,8 +42,8 @@ from channels_neffos.testing.conformance import (
     receive_within,
     unique_prefix,
 )
-from channels_neffos.testing.nats_cluster import NatsCluster
 from channels_neffos.transports.nats_registry import bucket_name
+from tests.support.nats_cluster import NatsCluster
 
 #: Seconds between two messages of one stream (eight streams: ~2000 messages/s in all).
 PACE = 0.004
@@ -74,7 +74,7 @@ def on_node(cluster: NatsCluster, node: int, prefix: str, **config: Any) -> dict
 
 def node_of(layer: Any, cluster: NatsCluster) -> int:
     """The index of the node ``layer`` (already connected) is connected to."""
-    (process,) = layer._processes.values()
+    (process,) = layer._routers.values()
     url = process.transport._client.connected_url
     assert url is not None, "not connected"
     return cluster.urls.index(f"nats://{url.hostname}:{url.port}")

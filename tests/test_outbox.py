@@ -10,7 +10,7 @@ import redis.asyncio as redis_asyncio
 from asgiref.sync import async_to_sync
 
 from channels_neffos import NatsChannelLayer, RedisChannelLayer, envelope
-from channels_neffos.outbox import FRAME_BYTES
+from channels_neffos._core.outbox import FRAME_BYTES
 from channels_neffos.testing.brokers import BrokerProcess, NatsServer
 from channels_neffos.testing.conformance import LayerSpec
 
@@ -177,7 +177,7 @@ async def test_frames_never_mix_processes(spec: LayerSpec) -> None:
         for channel, name in enumerate(pair):
             got = [(await asyncio.wait_for(receiver.receive(name), 5))["n"] for _ in range(150)]
             assert got == [n for n in range(600) if n % 2 == process and (n // 2) % 2 == channel]
-        held = receiver._processes[asyncio.get_running_loop()].mailboxes
+        held = receiver._routers[asyncio.get_running_loop()].mailboxes
         assert set(held) == set(pair), "a process was handed another process's messages"
 
 
@@ -185,7 +185,7 @@ async def test_frames_never_mix_processes(spec: LayerSpec) -> None:
 async def test_the_first_publish_of_a_turn_is_not_held_back(spec: LayerSpec) -> None:
     sender, receiver = spec.build(), spec.build()
     channel = await connected(sender, receiver)
-    outbox = sender._processes[asyncio.get_running_loop()].outbox
+    outbox = sender._routers[asyncio.get_running_loop()].outbox
     await asyncio.sleep(0)  # a new turn
     await sender.send(channel, {"type": "alone"})
     assert outbox.collected == 0, "a lone send went to the transport at once"
@@ -232,7 +232,7 @@ async def test_replies_to_concurrent_asks_share_frames(redis_server: BrokerProce
     answering = asyncio.ensure_future(answer())
     try:
         await asker.ask(channel, {"type": "q", "n": -1}, timeout=5)
-        asker_pid = asker._processes[asyncio.get_running_loop()].pid
+        asker_pid = asker._routers[asyncio.get_running_loop()].pid
         async with BrokerTap(redis_server.url, f"replies:{asker_pid}") as tap:
             answers = await asyncio.gather(
                 *(asker.ask(channel, {"type": "q", "n": n}, timeout=5) for n in range(100))

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from channels_neffos import NatsChannelLayer, PresenceUnavailable, RedisChannelLayer
-from channels_neffos.presence import ANSWER_TIMEOUT, PROCESS_TTL
+from channels_neffos._core.roster import ANSWER_TIMEOUT, PROCESS_TTL
 from channels_neffos.testing.brokers import BrokerProcess, NatsServer
 from channels_neffos.testing.conformance import LayerSpec, receive_within, unique_prefix
 from channels_neffos.testing.conformance._helpers import run_child
@@ -157,7 +157,7 @@ async def test_presence_false_costs_nothing_and_says_it_is_off(redis_spec: Layer
     layer = redis_spec.build(presence=False)
     channel = await layer.new_channel()
     await layer.group_add("g", channel)
-    process = next(iter(layer._processes.values()))
+    process = next(iter(layer._routers.values()))
     assert await process.transport.registry().announced() == []  # never announced
     with pytest.raises(PresenceUnavailable, match="presence is off"):
         await layer.group_size("g")

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 
 import pytest
 import redis.asyncio as redis_asyncio
 
 from channels_neffos import BrokerUnavailable, RedisChannelLayer
+from channels_neffos._core.names import Names
 from channels_neffos.testing.brokers import BrokerProcess, RedisServer, free_port
+from channels_neffos.testing.conformance import eventually
 from channels_neffos.transports.redis import RedisTransport
-from channels_neffos.transports.redis_sharded import ShardedRedisTransport, shard_key
+from channels_neffos.transports.redis_sharded import ShardedRedisTransport
 
 
 class NoEvents:
@@ -44,6 +47,10 @@ async def test_one_pattern_per_process_however_many_channels_and_groups(
         await client.aclose()
 
 
+async def _none_left(count: Awaitable[int]) -> bool:
+    return await count == 0
+
+
 @pytest.mark.asyncio
 async def test_group_subscription_is_dropped_with_the_last_member(
     fresh_redis_server: BrokerProcess,
@@ -54,12 +61,15 @@ async def test_group_subscription_is_dropped_with_the_last_member(
     await layer.group_add("room", two)
     client = redis_asyncio.from_url(fresh_redis_server.url)
     try:
+
+        async def subscribers() -> int:
+            return int(dict(await client.pubsub_numsub("app:g:room"))[b"app:g:room"])
+
         await layer.group_discard("room", one)
-        await asyncio.sleep(0.1)
-        assert dict(await client.pubsub_numsub("app:g:room"))[b"app:g:room"] == 1
+        await asyncio.sleep(0.05)  # a member is left: the subscription must stay
+        assert await subscribers() == 1
         await layer.group_discard("room", two)
-        await asyncio.sleep(0.1)
-        assert dict(await client.pubsub_numsub("app:g:room"))[b"app:g:room"] == 0
+        await eventually(lambda: _none_left(subscribers()), what="no subscriber left")
     finally:
         await client.aclose()
 
@@ -93,21 +103,23 @@ def test_a_process_pattern_and_its_subjects_share_a_server() -> None:
     shards = ShardedRedisTransport(
         [RedisTransport(f"redis://127.0.0.1:{n}", "app", NoEvents()) for n in (1, 2, 3)]
     )
+    names = Names("app", shards.subject, shards.wildcard)
     pid = "0123456789ab"
-    home = shards.shard(f"app:{pid}:*")
-    assert shards.shard(f"app:{pid}:c:specific.{pid}!x") is home
-    assert shards.shard(f"app:{pid}:r:feed") is home
-    assert shard_key("app:g:room") == "room"
-    assert shard_key("app:q:work.queue") == "work.queue"
-    assert len({id(shards.shard(f"app:g:group{n}")) for n in range(30)}) == 3
+    home = shards.shard(names.process(pid).shard)
+    assert shards.shard(names.channel(pid, f"specific.{pid}!x").shard) is home
+    assert shards.shard(names.reply_inbox(pid).shard) is home
+    assert shards.shard(names.presence(pid).shard) is home
+    assert names.group("room").shard == "room"
+    assert names.queue("work.queue").shard == "work.queue"
+    assert len({id(shards.shard(names.group(f"group{n}").shard)) for n in range(30)}) == 3
 
 
 def home(layer: RedisChannelLayer, prefix: str) -> RedisTransport:
     """The server that holds this layer's process pattern (in the running loop)."""
-    process = layer._processes[asyncio.get_running_loop()]
+    process = layer._routers[asyncio.get_running_loop()]
     transport = process.transport
     assert isinstance(transport, ShardedRedisTransport)
-    return transport.shard(f"{prefix}:{process.pid}:*")
+    return transport.shard(process.pid)
 
 
 async def layers_on_both_servers(hosts: list[str], prefix: str) -> list[RedisChannelLayer]:
@@ -209,7 +221,7 @@ async def test_sequential_sends_are_pipelined(redis_server: BrokerProcess) -> No
     channel = await receiver.new_channel()
     await sender.send(channel, {"type": "warm-up"})
     await asyncio.wait_for(receiver.receive(channel), 5)
-    process = sender._processes[asyncio.get_running_loop()]
+    process = sender._routers[asyncio.get_running_loop()]
     writer = process.transport._commands._writer
     writes = 0
     original_write = writer.write

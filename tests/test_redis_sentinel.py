@@ -1,6 +1,6 @@
 """Redis Sentinel: configuration, the conformance suite through sentinels, failovers under load.
 
-Against real processes (:class:`~channels_neffos.testing.redis_sentinel.RedisSentinelGroup`: a
+Against real processes (:class:`~tests.support.redis_sentinel.RedisSentinelGroup`: a
 master, a replica, three sentinels; ``down-after-milliseconds`` 1000):
 
 * every guarantee of one server holds through sentinels (the conformance suite);
@@ -48,9 +48,9 @@ from channels_neffos.testing.conformance import (
     receive_within,
     unique_prefix,
 )
-from channels_neffos.testing.redis_sentinel import RedisSentinelGroup
-from channels_neffos.transports.redis_connect import connection_pool, host_secrets
+from channels_neffos.transports.redis_connect import connection_source, host_secrets
 from channels_neffos.transports.redis_sharded import ShardedRedisTransport
+from tests.support.redis_sentinel import RedisSentinelGroup
 
 #: "At once": a refusal must not wait for retries or timeouts.
 PROMPT = 1.0
@@ -119,9 +119,9 @@ def test_the_address_shown_names_sentinels_and_master_without_secrets() -> None:
     host = entry(
         password=SECRET, username="app", sentinel_kwargs={"password": SECRET + "-sentinel"}
     )
-    _, shown = connection_pool(host)
+    _, shown = connection_source(host)
     assert shown == "redis+sentinel://127.0.0.1:26379,127.0.0.1:26380/mymaster"
-    _, shown = connection_pool(entry(sentinels=[("::1", 26379)], ssl=True))
+    _, shown = connection_source(entry(sentinels=[("::1", 26379)], ssl=True))
     assert shown == "rediss+sentinel://[::1]:26379/mymaster"
     assert host_secrets(host) == {SECRET, SECRET + "-sentinel"}
     layer = RedisChannelLayer(hosts=[host])
@@ -183,7 +183,7 @@ async def test_a_sentinel_entry_shards_with_a_plain_server(
         for name in ("work-a", "work-b", "work-c", "work-d"):
             await one.send(name, {"type": "job"})
             assert (await receive_within(two, name))["type"] == "job"
-        transport = next(iter(one._processes.values())).transport
+        transport = next(iter(one._routers.values())).transport
         assert isinstance(transport, ShardedRedisTransport)
         used = {transport.shard(f"{prefix}:g:{group}").url for group in groups}
         assert used == {shard.url for shard in transport.shards}
@@ -454,7 +454,7 @@ class Load:
 
 def following(layer: RedisChannelLayer) -> bool:
     """Whether the layer's transport (in this event loop) listens for new masters."""
-    transports = [process.transport for process in layer._processes.values()]
+    transports = [process.transport for process in layer._routers.values()]
     return bool(transports) and all(getattr(t, "_following", False) for t in transports)
 
 

@@ -32,8 +32,8 @@ from channels_neffos import BrokerUnavailable, NatsChannelLayer, PermissionDenie
 from channels_neffos.security import nats_permissions
 from channels_neffos.testing.brokers import NatsServer
 from channels_neffos.testing.conformance import unique_prefix
-from channels_neffos.testing.nats_auth import NatsOperator, new_nkey, write_creds
-from channels_neffos.testing.tls import TestCA
+from tests.support.nats_auth import NatsOperator, new_nkey, write_creds
+from tests.support.tls import TestCA
 
 PASSWORD = "pw-" + secrets.token_hex(8)
 TOKEN = "tok-" + secrets.token_hex(8)
@@ -509,7 +509,7 @@ async def test_sentinel_secrets_never_show_in_process(
     channel = await accepted.new_channel()
     with pytest.raises(PermissionDenied) as denied:
         await accepted.group_add("room", channel)
-    transport = accepted._processes[asyncio.get_running_loop()].transport
+    transport = accepted._routers[asyncio.get_running_loop()].transport
     texts += [shown(denied.value), repr(accepted), repr(transport), str(transport)]
     await accepted.close()
     texts += [record.getMessage() for record in caplog.records]

@@ -1,7 +1,7 @@
 """Redis security: passwords, ACL users, TLS, mutual TLS, unix sockets, least privilege.
 
 Against real ``redis-server`` processes these tests start (``RedisServer(password=..., users=...,
-tls=..., tcp=...)``, certificates from :class:`~channels_neffos.testing.tls.TestCA`):
+tls=..., tcp=...)``, certificates from :class:`~tests.support.tls.TestCA`):
 
 * every way in works end to end — a send across instances, a group member in the other
   instance, an ask, a worker channel and ``flush()``;
@@ -36,11 +36,11 @@ from channels_neffos import BrokerUnavailable, PermissionDenied, RedisChannelLay
 from channels_neffos.security import redis_acl, redis_acl_rules
 from channels_neffos.testing.brokers import RedisServer
 from channels_neffos.testing.conformance import receive_within, unique_prefix
-from channels_neffos.testing.redis_sentinel import RedisSentinelGroup
-from channels_neffos.testing.tls import CertFiles, TestCA
 from channels_neffos.transports.redis import RedisTransport
-from channels_neffos.transports.redis_connect import connection_pool, redact_redis_url
+from channels_neffos.transports.redis_connect import connection_source, redact_redis_url
 from channels_neffos.transports.sentinel import sentinel_address
+from tests.support.redis_sentinel import RedisSentinelGroup
+from tests.support.tls import CertFiles, TestCA
 
 #: The password of every server here: a sentinel, so that a leak anywhere is found.
 PASSWORD = "S3ntinel-" + uuid.uuid4().hex
@@ -278,7 +278,7 @@ async def test_refusals_fail_at_once_naming_url_and_cause(
 
 def test_dict_and_url_hosts_are_shown_without_secrets() -> None:
     shown = {
-        connection_pool(host)[1]
+        connection_source(host)[1]
         for host in [
             f"redis://:{WRONG}@127.0.0.1:1/0",
             f"redis://alice:{WRONG}@127.0.0.1:1",
@@ -525,7 +525,7 @@ def exception_texts(error: BaseException) -> Iterator[str]:
 
 def reachable_reprs(layer: RedisChannelLayer) -> Iterator[str]:
     yield repr(layer)
-    for process in layer._processes.values():
+    for process in layer._routers.values():
         transport = process.transport
         yield from (repr(process), repr(transport), repr(transport._pool))
         yield repr(transport._commands)

@@ -39,8 +39,10 @@ import weakref
 from collections import Counter
 from typing import Any
 
+from .._aio import SharedAttempt
 from .._drops import RateLimitedLog
 from ..exceptions import MessageTooLarge
+from ..stats import LARGEST_GROUPS, add_reporter
 from .outgoing import Outgoing, counters
 from .presence import PRESENCE_TYPE, scope_group
 from .server import FRAME_TYPE
@@ -95,6 +97,23 @@ def scope_sizes(loop: asyncio.AbstractEventLoop, layer: Any) -> dict[Scope, int]
     return {scope: len(members) for scope, members in list(hub.members.items()) if members}
 
 
+def _report(loop: asyncio.AbstractEventLoop, layer: Any) -> dict[str, Any]:
+    """What a layer's process snapshot says of the namespaces (see stats.add_reporter)."""
+    scopes = scope_sizes(loop, layer)
+    rooms = sorted(
+        ((f"{namespace}/{room}", size) for (namespace, room), size in scopes.items() if room),
+        key=lambda item: (-item[1], item[0]),
+    )[:LARGEST_GROUPS]
+    return {
+        "connections": {namespace: size for (namespace, room), size in scopes.items() if not room},
+        "rooms": dict(rooms),
+        "namespace_events": dict(counters),
+    }
+
+
+add_reporter(_report)
+
+
 def _log_failure(task: asyncio.Task[None]) -> None:
     # Callers that await the task see the error too; this covers a clean-up nobody awaits.
     if not task.cancelled() and task.exception() is not None:
@@ -125,10 +144,12 @@ class Hub:
         self.members: dict[Scope, dict[str, Member]] = {}
         #: scope -> (its group, the hub channel that is in it)
         self._joined: dict[Scope, tuple[str, str]] = {}
-        #: scope -> the task bringing the layer's membership in line with ``members``
-        self._settling: dict[Scope, asyncio.Task[None]] = {}
-        self._channel: str | None = None
-        self._starting: asyncio.Future[str] | None = None
+        #: scope -> the work bringing the layer's membership in line with ``members``; one run
+        #: at a time per scope, shared by every caller that waits for it
+        self._settlers: dict[Scope, SharedAttempt[None]] = {}
+        self._settling: set[Scope] = set()  # scopes whose settler is running
+        #: The hub's channel, made when the first scope is joined (and again after a stop).
+        self._channel = SharedAttempt(self._open_channel)
         self._tasks: list[asyncio.Task[None]] = []
         #: presence answers being sent (they outlive the reader if the hub stops meanwhile)
         self._answers: set[asyncio.Task[None]] = set()
@@ -141,7 +162,7 @@ class Hub:
         if scope in self._joined and scope not in self._settling:
             return  # the process is in the group already: the common case
         try:
-            await asyncio.shield(self._settle(scope))
+            await self._settler(scope)()
         except BaseException:
             if self._forget(scope, connection_id):
                 self._settle(scope)
@@ -150,7 +171,7 @@ class Hub:
     async def leave(self, scope: Scope, connection_id: str) -> None:
         """Stop delivering ``scope``'s broadcasts to this connection (at once)."""
         if self._forget(scope, connection_id):
-            await asyncio.shield(self._settle(scope))
+            await self._settler(scope)()
 
     def leave_all(self, scopes: list[Scope], connection_id: str) -> list[asyncio.Task[None]]:
         """Leave every scope in ``scopes`` at once (a closing connection); the returned tasks
@@ -165,19 +186,25 @@ class Hub:
         del self.members[scope]
         return True
 
-    def _settle(self, scope: Scope) -> asyncio.Task[None]:
-        """Join or leave ``scope``'s group until that matches whether it has local members.
+    def _settler(self, scope: Scope) -> SharedAttempt[None]:
+        """What joins or leaves ``scope``'s group until that matches whether it has local
+        members: one run per scope at a time; a caller that changed ``members`` while a run is
+        under way still gets its change applied, because the run checks again before it ends."""
+        settler = self._settlers.get(scope)
+        if settler is None:
+            settler = self._settlers[scope] = SharedAttempt(
+                lambda: self._settle_scope(scope), remember=False
+            )
+        return settler
 
-        One task per scope at a time; a caller that changed ``members`` while that task runs
-        still gets its change applied, because the task checks again before it ends.
-        """
-        task = self._settling.get(scope)
-        if task is None:
-            task = self._settling[scope] = asyncio.ensure_future(self._settle_scope(scope))
-            task.add_done_callback(_log_failure)
+    def _settle(self, scope: Scope) -> asyncio.Task[None]:
+        """:meth:`_settler`'s run, in a task of its own that nobody needs to await."""
+        task = asyncio.ensure_future(self._settler(scope)())
+        task.add_done_callback(_log_failure)
         return task
 
     async def _settle_scope(self, scope: Scope) -> None:
+        self._settling.add(scope)
         try:
             while True:
                 wanted = scope in self.members
@@ -193,27 +220,21 @@ class Hub:
                 else:
                     return
         finally:
-            del self._settling[scope]
+            self._settling.discard(scope)
+            if scope not in self.members and scope not in self._joined:
+                self._settlers.pop(scope, None)  # settled for good: nothing left to remember
             self._stop_if_idle()
 
     # -- the hub's channel ---------------------------------------------------------------------
 
     async def _channel_ready(self) -> str:
-        if self._channel is not None:
-            return self._channel
-        if self._starting is None:
-            self._starting = asyncio.ensure_future(self._start())
-        return await asyncio.shield(self._starting)
+        return await self._channel()
 
-    async def _start(self) -> str:
-        try:
-            if "capacity" in getattr(self.layer, "extensions", ()):
-                channel: str = await self.layer.new_channel(_CHANNEL_PREFIX, capacity=HUB_CAPACITY)
-            else:
-                channel = await self.layer.new_channel(_CHANNEL_PREFIX)
-        finally:
-            self._starting = None
-        self._channel = channel
+    async def _open_channel(self) -> str:
+        if "capacity" in getattr(self.layer, "extensions", ()):
+            channel: str = await self.layer.new_channel(_CHANNEL_PREFIX, capacity=HUB_CAPACITY)
+        else:
+            channel = await self.layer.new_channel(_CHANNEL_PREFIX)
         self._tasks = [
             asyncio.ensure_future(self._read(channel)),
             asyncio.ensure_future(self._renew_memberships()),
@@ -227,7 +248,7 @@ class Hub:
         for task in self._tasks:
             task.cancel()
         self._tasks = []
-        self._channel = None
+        self._channel.forget()
 
     async def _read(self, channel: str) -> None:
         receive = self.layer.receive

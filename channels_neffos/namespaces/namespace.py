@@ -52,13 +52,10 @@ neffos handshake, any WebSocket client may connect, and every frame is a native 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from .presence import query as presence_query
 from .protocol import ON_NATIVE_MESSAGE, Message
-
-if TYPE_CHECKING:
-    from .consumer import NeffosConsumer
 
 _Handler = TypeVar("_Handler", bound=Callable[..., Awaitable[Any]])
 _EVENT_ATTRIBUTE = "_neffos_event"
@@ -69,6 +66,37 @@ DEFAULT_ASK_TIMEOUT = 5.0
 
 class Reject(Exception):
     """Refuse a connect/join, or answer a client's event with an error the client sees."""
+
+
+class Connection(Protocol):
+    """What a :class:`Namespace` may use of its connection (a
+    :class:`~channels_neffos.namespaces.NeffosConsumer`): the consumer implements it, and a test
+    may stand in for it."""
+
+    #: The connection's id (``conn.ID`` in neffos.js); also its channel name.
+    connection_id: str
+    #: The ASGI scope of the WebSocket (user, headers, query string...).
+    scope: dict[str, Any]
+    #: The channel layer the connection uses.
+    channel_layer: Any
+
+    async def write(self, message: Message) -> None:
+        """Send ``message`` to this connection's client."""
+
+    async def ask_client(self, message: Message, timeout: float) -> str | bytes:
+        """Ask this connection's client and return its answer."""
+
+    async def broadcast(self, message: Message, exclude: str | None) -> None:
+        """Send ``message`` to its scope on every instance, but ``exclude``."""
+
+    async def send_to(self, connection_id: str, message: Message) -> None:
+        """Send ``message`` to one connection, wherever it is."""
+
+    async def force_join(self, namespace: Namespace, room: str) -> None: ...
+
+    async def force_leave(self, namespace: Namespace, room: str) -> None: ...
+
+    async def force_disconnect(self, namespace: Namespace) -> None: ...
 
 
 def event(name: str | Callable[..., Awaitable[Any]]) -> Any:
@@ -108,7 +136,7 @@ class Namespace:
         """The empty namespace with a ``NATIVE_MESSAGE`` handler: native frames are its events."""
         return getattr(cls, "name", None) == "" and NATIVE_MESSAGE in cls.events
 
-    def __init__(self, connection: NeffosConsumer) -> None:
+    def __init__(self, connection: Connection) -> None:
         self.connection = connection
         #: The rooms of this namespace this connection has joined.
         self.rooms: set[str] = set()

@@ -13,8 +13,8 @@ Semantics:
   disconnect handling has begun: a closing connection is withdrawn before anything else), every
   query from any process sees it. The scope's Channels group (:mod:`.groups`) holds one
   :mod:`hub <.hub>` per process with members; ``layer.group_members`` lists those hubs exactly
-  (see :mod:`channels_neffos.presence`), and each hub is asked concurrently for its local members,
-  which it answers from its own bookkeeping at the moment the ask arrives.
+  (see :mod:`channels_neffos._core.roster`), and each hub is asked concurrently for its local
+  members, which it answers from its own bookkeeping at the moment the ask arrives.
 * **Gone processes.** A hub whose process is gone raises ``NoResponders``: it has no members. A
   hub that does not answer within :data:`ANSWER_TIMEOUT` is looked up again: if it has left the
   group meanwhile (its last member left) it had none; if not, it is left out, counted in
@@ -33,7 +33,6 @@ from typing import Any
 
 from .._drops import RateLimitedLog
 from ..exceptions import AskTimeout, NoResponders
-from ..presence import ANSWER_TIMEOUT
 from .groups import namespace_group, room_group
 from .outgoing import counters
 
@@ -42,6 +41,9 @@ _silent_hub = RateLimitedLog(logger, logging.WARNING)
 
 #: The type of the ask each process's hub answers with its local members of a scope.
 PRESENCE_TYPE = "neffos.presence"
+#: Seconds a query waits for one hub's answer before looking it up again (as the layer's own
+#: presence waits for a process).
+ANSWER_TIMEOUT = 2.0
 #: Events sent to a room's other members when a connection joins or leaves it, if the namespace
 #: sets ``presence_events = True``; the body is JSON ``{"id": connection_id, "info": {...}}``.
 PRESENCE_JOIN = "_OnPresenceJoin"

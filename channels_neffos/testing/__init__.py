@@ -1,9 +1,11 @@
-"""Test support for channels_neffos and for anyone writing a channel layer.
+"""Test support for projects that use channels_neffos, and for anyone writing a channel layer.
 
-* :mod:`.brokers` — start private ``redis-server`` / ``nats-server`` processes on free ports.
-* :mod:`.plugin` — pytest fixtures for them (auto-loaded when channels_neffos is installed).
-* :mod:`.nats_auth` — NKeys, operator-mode JWTs and ``.creds`` files for ``NatsServer``.
-* :mod:`.tls` — throwaway certificates (a ``trustme`` CA) for TLS and mutual-TLS tests.
+* :mod:`.memory` — an in-memory broker and :class:`~.memory.MemoryChannelLayer`: the layers'
+  semantics with no Redis or NATS, inside one OS process (fast unit tests).
+* :mod:`.brokers` — start private ``redis-server`` / ``nats-server`` processes (and a Redis
+  Cluster) on free ports, to kill and restart as a test likes.
+* :mod:`.plugin` — pytest fixtures for those brokers, for projects that opt in
+  (``pytest_plugins = ["channels_neffos.testing.plugin"]``); nothing loads by itself.
 * :mod:`.conformance` — a reusable suite of channel-layer behaviour, parametrised over a
   :class:`~.conformance.LayerSpec`; subclass :class:`~.conformance.ChannelLayerConformance`.
 """

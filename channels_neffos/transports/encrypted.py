@@ -2,7 +2,7 @@
 
 Set ``symmetric_encryption_keys`` (the ``channels_redis`` option name) to a list of secrets and
 every payload this layer hands the broker is encrypted, every payload it takes from the broker
-decrypted, by :class:`EncryptedTransport` — a wrapper around the real transport, so the engine and
+decrypted, by :class:`EncryptedTransport` — a wrapper around the real transport, so the core and
 the brokers' transports know nothing of it.
 
 * **What is sealed:** the whole broker message — message bodies *and* the envelope inside it
@@ -32,7 +32,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .base import OnMessage, ProcessRegistry, Transport, TransportEvents
+from .base import OnMessage, ProcessRegistry, Subject, Transport, TransportEvents
 
 if TYPE_CHECKING:
     from cryptography.fernet import MultiFernet
@@ -115,36 +115,36 @@ class EncryptedTransport(Transport):
             self._events.dropped("undecryptable", subject)
             return None
 
-    async def subscribe(self, subject: str, on_message: OnMessage) -> None:
+    async def subscribe(self, subject: Subject, on_message: OnMessage) -> None:
         def opened(payload: bytes) -> None:
-            plain = self._open(payload, subject)
+            plain = self._open(payload, subject.name)
             if plain is not None:
                 on_message(plain)
 
         await self._inner.subscribe(subject, opened)
 
-    async def unsubscribe(self, subject: str) -> None:
+    async def unsubscribe(self, subject: Subject) -> None:
         await self._inner.unsubscribe(subject)
 
-    async def publish(self, subject: str, payload: bytes, reply_to: str | None = None) -> None:
-        await self._inner.publish(subject, self._fernet.encrypt(payload), reply_to)
+    async def publish(self, subject: Subject, payload: bytes) -> None:
+        await self._inner.publish(subject, self._fernet.encrypt(payload))
 
-    async def publish_request(self, subject: str, payload: bytes, reply_to: str) -> int | None:
+    async def publish_request(self, subject: Subject, payload: bytes, reply_to: str) -> int | None:
         return await self._inner.publish_request(subject, self._fernet.encrypt(payload), reply_to)
 
     async def queue_push(
-        self, name: str, payload: bytes, capacity: int, ttl: float, reply_to: str | None = None
+        self, queue: Subject, payload: bytes, capacity: int, ttl: float, reply_to: str | None
     ) -> bool:
         sealed = self._fernet.encrypt(payload)
-        return await self._inner.queue_push(name, sealed, capacity, ttl, reply_to)
+        return await self._inner.queue_push(queue, sealed, capacity, ttl, reply_to)
 
-    async def queue_pop(self, name: str, timeout: float, capacity: int) -> bytes | None:
-        payload = await self._inner.queue_pop(name, timeout, capacity)
+    async def queue_pop(self, queue: Subject, timeout: float, capacity: int) -> bytes | None:
+        payload = await self._inner.queue_pop(queue, timeout, capacity)
         # An item no key opens is dropped like a timeout: the reader polls again.
-        return None if payload is None else self._open(payload, name)
+        return None if payload is None else self._open(payload, queue.name)
 
-    async def queue_flush(self) -> None:
-        await self._inner.queue_flush()
+    async def queue_flush(self, queues: Subject) -> None:
+        await self._inner.queue_flush(queues)
 
     def registry(self) -> ProcessRegistry:
         return self._inner.registry()  # pids only: nothing to seal (they are in subjects too)

@@ -21,7 +21,7 @@ second and subscribes everything again; calls made meanwhile raise ``BrokerUnava
 What is lost — NATS core stores no message and acknowledges none:
 
 * **Counted.** Publishes made while reconnecting wait in nats-py's buffer (``pending_size``,
-  2 MiB by default) and are sent once connected; beyond it, publishes fail and the engine counts
+  2 MiB by default) and are sent once connected; beyond it, publishes fail and the core counts
   them (``broker_down``) or raises (worker channels, asks). A buffer that will never be sent —
   the layer closed during the outage, or nats-py gave up — is counted as ``broker_down``, per
   broker message (a burst the outbox coalesced into one frame counts once).
@@ -73,8 +73,8 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from .._drops import RateLimitedLog
-from ..exceptions import BrokerUnavailable, PermissionDenied
-from .base import OnMessage, ProcessRegistry, Transport, TransportEvents, redact_url
+from ..exceptions import BrokerUnavailable, NoResponders, PermissionDenied
+from .base import OnMessage, ProcessRegistry, Subject, Transport, TransportEvents, redact_url
 from .nats_errors import VIOLATION, error_cause, failure_of, mask, secrets_of
 from .nats_registry import NatsRegistry, bucket_name
 
@@ -185,7 +185,8 @@ class NatsTransport(Transport):
         if operation == "publish":
             self._events.dropped("refused", f"{subject} ({self.url})")
             for reply_to in self._requests.pop(subject, ()):
-                self._events.request_refused(reply_to, f"may not publish to {subject!r} ({text})")
+                refusal = PermissionDenied(self.url, f"may not publish to {subject!r} ({text})")
+                self._events.request_failed(reply_to, refusal)
             return True
         refused = self._refused_subscriptions
         _warn("subscribe", "%d subscription(s) refused by NATS at %s (latest: %s)", self.url, text)
@@ -237,7 +238,7 @@ class NatsTransport(Transport):
                 await callbacks["error_cb"](exc)
 
         async def disconnected_cb() -> None:
-            if self._client is client and not client.is_closed:
+            if not client.is_closed and self._client is client:
                 logger.warning(
                     "lost connection to NATS at %s (of %s); reconnecting",
                     server_of(client),
@@ -369,13 +370,16 @@ class NatsTransport(Transport):
 
     def _connected_client(self) -> Client:
         if self._client is None or self._client.is_closed:
-            raise ConnectionError(f"not connected to NATS at {self.url} (reconnecting)")
+            raise BrokerUnavailable(self.url, "not connected (reconnecting)")
         return self._client
 
     # -- pub/sub -------------------------------------------------------------------------------
 
-    async def subscribe(self, subject: str, on_message: OnMessage) -> None:
+    async def subscribe(self, subject: Subject, on_message: OnMessage) -> None:
         """Subscribe and confirm; ``PermissionDenied`` if the server refuses the subject."""
+        await self._subscribe(subject.name, on_message)
+
+    async def _subscribe(self, subject: str, on_message: OnMessage) -> None:
         self._handlers[subject] = on_message  # kept for a new client after nats-py gave up
         self._refused_subscriptions.pop(subject.lower(), None)
         try:
@@ -384,7 +388,7 @@ class NatsTransport(Transport):
             await self._flush(client)
         except BrokerUnavailable:
             raise
-        except (ConnectionError, nats.errors.Error) as exc:
+        except (OSError, nats.errors.Error) as exc:
             raise self.error(exc) from exc
         refusal = self._refused_subscriptions.pop(subject.lower(), None)
         if refusal is not None:  # the server's -ERR came before the PONG of our flush
@@ -400,7 +404,7 @@ class NatsTransport(Transport):
         async def deliver(msg: Msg) -> None:
             headers = msg.headers
             if headers and headers.get("Status") == "503":
-                events.no_responders(msg.subject)
+                events.request_failed(msg.subject, NoResponders(msg.subject))
             else:
                 on_message(msg.data)
 
@@ -422,22 +426,24 @@ class NatsTransport(Transport):
         except (nats.errors.Error, asyncio.TimeoutError) as exc:
             raise self.error(exc, "subscription not confirmed: ") from exc
 
-    async def unsubscribe(self, subject: str) -> None:
-        self._handlers.pop(subject, None)
-        subscription = self._subscriptions.pop(subject, None)
+    async def unsubscribe(self, subject: Subject) -> None:
+        self._handlers.pop(subject.name, None)
+        subscription = self._subscriptions.pop(subject.name, None)
         if subscription is not None and self._client is not None and not self._client.is_closed:
             await subscription.unsubscribe()
 
-    async def publish(self, subject: str, payload: bytes, reply_to: str | None = None) -> None:
-        try:
-            await self._connected_client().publish(subject, payload, reply=reply_to or "")
-        except nats.errors.Error as exc:
-            message = self.mask(f"cannot publish to NATS at {self.url}: {exc!r}")
-            raise ConnectionError(message) from exc
+    async def publish(self, subject: Subject, payload: bytes) -> None:
+        await self._publish(subject.name, payload, "")
 
-    async def publish_request(self, subject: str, payload: bytes, reply_to: str) -> int | None:
-        await self.publish(subject, payload, reply_to)
-        self._remember_request(subject, reply_to)
+    async def _publish(self, subject: str, payload: bytes, reply_to: str) -> None:
+        try:
+            await self._connected_client().publish(subject, payload, reply=reply_to)
+        except nats.errors.Error as exc:
+            raise self.error(exc, "cannot publish: ") from exc
+
+    async def publish_request(self, subject: Subject, payload: bytes, reply_to: str) -> int | None:
+        await self._publish(subject.name, payload, reply_to)
+        self._remember_request(subject.name, reply_to)
         return None  # the server reports "no responders" to reply_to, see subscribe()
 
     def _remember_request(self, subject: str, reply_to: str) -> None:
@@ -460,25 +466,26 @@ class NatsTransport(Transport):
         return NatsRegistry(self._connected_client, bucket_name(self._prefix), self.url)
 
     async def queue_push(
-        self, name: str, payload: bytes, capacity: int, ttl: float, reply_to: str | None = None
+        self, queue: Subject, payload: bytes, capacity: int, ttl: float, reply_to: str | None
     ) -> bool:
-        await self.publish(name, payload, reply_to)
+        await self._publish(queue.name, payload, reply_to or "")
         if reply_to is not None:  # an ask: tell the asker if the server refuses it
-            self._remember_request(name, reply_to)
+            self._remember_request(queue.name, reply_to)
         return True
 
-    async def queue_pop(self, name: str, timeout: float, capacity: int) -> bytes | None:
-        subscription = self._queue_subscriptions.get(name)
-        if subscription is None:
-            subscription = await self._subscribe_queue(name, capacity)
+    async def queue_pop(self, queue: Subject, timeout: float, capacity: int) -> bytes | None:
+        name = queue.name
         try:
+            subscription = self._queue_subscriptions.get(name)
+            if subscription is None:
+                subscription = await self._subscribe_queue(name, capacity)
             msg = await subscription.next_msg(timeout=timeout)
         except nats.errors.TimeoutError:
             return None
         except nats.errors.Error as exc:
-            message = self.mask(f"cannot receive from NATS at {self.url}: {exc!r}")
-            raise ConnectionError(message) from exc
-        return msg.data
+            raise self.error(exc, "cannot receive: ") from exc
+        data: bytes = msg.data
+        return data
 
     async def _subscribe_queue(self, name: str, capacity: int) -> Subscription:
         """Join the queue group ``name``; ``PermissionDenied`` if the server refuses it."""
@@ -495,7 +502,7 @@ class NatsTransport(Transport):
             raise PermissionDenied(self.url, f"may not subscribe to {name!r} ({refusal})")
         return subscription
 
-    async def queue_flush(self) -> None:
+    async def queue_flush(self, queues: Subject) -> None:
         """NATS stores nothing for worker channels; what our subscriptions hold is dropped.
 
         Each subscription is replaced by a new one at once, so that messages sent after the
@@ -503,6 +510,9 @@ class NatsTransport(Transport):
         their next poll, within a second) instead of finding nobody subscribed.
         """
         subscriptions, self._queue_subscriptions = self._queue_subscriptions, {}
-        for name, subscription in subscriptions.items():
-            await subscription.unsubscribe()
-            await self._subscribe_queue(name, self._queue_capacities[name])
+        try:
+            for name, subscription in subscriptions.items():
+                await subscription.unsubscribe()
+                await self._subscribe_queue(name, self._queue_capacities[name])
+        except nats.errors.Error as exc:
+            raise self.error(exc, "flushing worker channels: ") from exc

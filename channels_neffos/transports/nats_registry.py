@@ -15,7 +15,7 @@ reconnect, and an announcement recreates the bucket if it is gone.
 On a cluster of three or more servers (the server's INFO names a cluster) the bucket gets three
 replicas, so it survives the loss of one server. Until JetStream has elected a new leader for
 it (5-9 s when the lost server led it; nothing when it did not), listing fails as an outage —
-``ConnectionError``, so queries raise ``BrokerUnavailable`` — never as ``RegistryUnavailable``,
+``BrokerUnavailable``, as any outage — never as ``RegistryUnavailable``,
 which would switch presence off for good; an announcement waits for the election (up to 10 s),
 so a process's first ``group_add`` then takes that long instead of failing. A bucket created
 with one replica (by an older version, or on a smaller cluster) is used as it is: on a cluster
@@ -45,6 +45,7 @@ from nats.aio.client import Client
 from nats.js.api import StorageType
 from nats.js.client import JetStreamContext
 
+from ..exceptions import BrokerUnavailable
 from .base import ProcessRegistry, RegistryUnavailable
 
 logger = logging.getLogger("channels_neffos.nats")
@@ -62,7 +63,7 @@ _ELECTION_WAIT = 10.0
 T = TypeVar("T")
 
 
-class _Electing(ConnectionError):
+class _Electing(BrokerUnavailable):
     """JetStream on a cluster has, for now, no leader for what we asked (see _errors)."""
 
 
@@ -92,11 +93,11 @@ class NatsRegistry(ProcessRegistry):
 
     @contextmanager
     def _errors(self, doing: str) -> Iterator[None]:
-        """nats-py's JetStream errors as RegistryUnavailable (no JetStream) or ConnectionError.
+        """nats-py's JetStream errors as RegistryUnavailable (no JetStream) or BrokerUnavailable.
 
         On a cluster, JetStream is briefly unavailable after a server is lost, while the meta
-        group or the bucket's stream elects a new leader: those errors (and timeouts) are a
-        ``ConnectionError`` like any outage, never RegistryUnavailable, which switches a
+        group or the bucket's stream elects a new leader: those errors (and timeouts) are
+        ``BrokerUnavailable`` like any outage, never RegistryUnavailable, which switches a
         process's presence off for good.
         """
         try:
@@ -118,9 +119,9 @@ class NatsRegistry(ProcessRegistry):
         except nats.js.errors.NoStreamResponseError as exc:
             if self._clustered_jetstream():
                 raise self._electing(doing) from exc
-            raise ConnectionError(f"presence on NATS at {self._url}, {doing}: {exc}") from exc
+            raise BrokerUnavailable(self._url, f"presence, {doing}: {exc}") from exc
         except nats.errors.Error as exc:
-            raise ConnectionError(f"presence on NATS at {self._url}, {doing}: {exc}") from exc
+            raise BrokerUnavailable(self._url, f"presence, {doing}: {exc}") from exc
 
     def _clustered_jetstream(self) -> bool:
         """Whether the server we are connected to runs JetStream in a cluster (its INFO)."""
@@ -132,8 +133,9 @@ class NatsRegistry(ProcessRegistry):
 
     def _electing(self, doing: str) -> _Electing:
         return _Electing(
-            f"presence on NATS at {self._url}: JetStream did not answer while {doing}; a "
-            f"JetStream cluster that lost a server elects new leaders within seconds"
+            self._url,
+            f"presence: JetStream did not answer while {doing}; a JetStream cluster that lost "
+            f"a server elects new leaders within seconds",
         )
 
     async def _call(self, doing: str, call: Awaitable[T]) -> T:

@@ -11,19 +11,20 @@ sender gets ``ChannelFull``) and renews the key's TTL so unread lists vanish.
 
 What is lost, and how it is counted (``layer.counters``, reasons in :mod:`channels_neffos._drops`):
 
-* PUBLISHes issued while the command connection is down: ``broker_down`` (counted by the engine).
+* PUBLISHes issued while the command connection is down: ``broker_down`` (counted by the core).
 * PUBLISHes written but not yet confirmed when the command connection drops: ``unconfirmed`` —
   each may or may not have arrived (Redis may have run it and died before answering).
-* A PUBLISH to a process's subject (its channels, its ask replies) that Redis says no subscriber
-  received: ``no_subscriber`` — the process is gone, or has not yet re-subscribed after a
-  reconnect (e.g. on a new master after a failover). A group PUBLISH that reaches fewer processes
-  than hold members cannot be told from one that reaches all: that loss is not counted.
+* A PUBLISH to a process's subject (its channels, its ask replies: ``Subject.process``) that
+  Redis says no subscriber received: ``no_subscriber`` — the process is gone, or has not yet
+  re-subscribed after a reconnect (e.g. on a new master after a failover). A group PUBLISH
+  that reaches fewer processes than hold members cannot be told from one that reaches all:
+  that loss is not counted.
 * Pub/sub messages published while this process's pub/sub connection is down never reach it
   (Redis pub/sub keeps nothing); the publisher counts them as ``no_subscriber`` where it can
   (above). Subscriptions are re-issued on reconnect. List items survive outages of this client.
 
 Each count is per PUBLISH, that is per broker message: a frame that coalesced several sends
-(:mod:`channels_neffos.outbox`) counts once.
+(:mod:`channels_neffos._core.outbox`) counts once.
 
 Sentinel (``hosts`` entries with ``sentinels`` and ``master_name``; the guarantees are in
 :mod:`~channels_neffos.transports.sentinel`): every connection — command, pub/sub, and the pooled
@@ -39,13 +40,15 @@ reported.
 
 Refusals and secrets (``docs/security.rst``):
 
-* Every failure to connect — and every refusal of a command whose answer someone awaits — becomes
-  :class:`~channels_neffos.exceptions.BrokerUnavailable` in one place,
-  :meth:`RedisTransport.broker_unavailable`, with its ``cause``: ``"authentication"`` (wrong or
+* Every failure to connect — and every failure or refusal of a command whose answer someone
+  awaits — becomes :class:`~channels_neffos.exceptions.BrokerUnavailable` in one place,
+  :meth:`RedisTransport.broker_unavailable` (applied by the transport's
+  :class:`~.redis_connect.BrokerErrors`), with its ``cause``: ``"authentication"`` (wrong or
   missing password, unknown ACL user), ``"TLS verification"`` (server certificate not trusted or
   for another name; the server dropped the handshake, as it does when it wants a client
-  certificate), ``"permission"`` (an ACL ``NOPERM``: :class:`PermissionDenied`), else
-  ``"unreachable"``. Nothing retries first: a wrong setting fails the first call at once.
+  certificate), ``"permission"`` (an ACL ``NOPERM``: :class:`PermissionDenied`), ``"error"``
+  (another error reply), else ``"unreachable"``. Nothing retries first: a wrong setting fails
+  the first call at once.
 * Awaited commands that the ACL refuses — the worker-channel push (``EVAL``), an ask's
   ``PUBLISH``, ``SUBSCRIBE``/``PSUBSCRIBE`` (Redis answers those with an error on the pub/sub
   connection, which is matched to the command it answers) — raise ``PermissionDenied`` to the
@@ -61,33 +64,31 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import Any
+from typing import Any, cast
 
 import hiredis
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisError
 
 from ..exceptions import BrokerUnavailable, PermissionDenied
 from ._resp import ConnectionSource, RespConnection, pack
-from .base import OnMessage, ProcessRegistry, Transport, TransportEvents
+from .base import OnMessage, ProcessRegistry, Subject, Transport, TransportEvents
 from .redis_connect import (
+    REDIS_FAILURES,
+    BrokerErrors,
     RedisCommandError,
     classify,
-    connection_pool,
+    connection_source,
     error_chain,
     host_secrets,
 )
 from .redis_registry import RedisRegistry, registry_key
-from .sentinel import SentinelMasterPool
 
 logger = logging.getLogger("channels_neffos.redis")
 
 #: Redis' own limit on one bulk string (proto-max-bulk-len), less room for the command.
 REDIS_MAX_PAYLOAD = 512 * 1024 * 1024 - 4096
 _SUBSCRIBE_TIMEOUT = 10.0
-#: The reply-waiter entry of a fire-and-forget presence EVAL (a str, like a PUBLISH's subject).
-_PRESENCE_EVAL = "EVAL (presence)"
 #: Under Sentinel, listen for new masters once a transport has lived this long (seconds): event
 #: loops that only run one call (``async_to_sync``) never open those subscriptions.
 _FOLLOW_AFTER = 1.0
@@ -112,18 +113,19 @@ class RedisTransport(Transport):
         *,
         pool: tuple[ConnectionSource, str] | None = None,
     ) -> None:
-        # ``pool``: the (pool, url) to open connections from, instead of one made from ``host``.
-        source: tuple[ConnectionSource, str] = pool or connection_pool(host)
+        # ``pool``: the (source, url) to open connections from, instead of one made from ``host``.
+        source: tuple[ConnectionSource, str] = pool or connection_source(host)
         self._pool, self.url = source
-        self._host = host
         self._secrets = host_secrets(host)
         self._tls = "rediss://" in self.url or "rediss+sentinel://" in self.url
+        #: Every Redis failure in an awaited call leaves as BrokerUnavailable, converted here.
+        self._errors = BrokerErrors(self._converted)
+        self._connect_errors = BrokerErrors(lambda exc: self._converted(exc, connecting=True))
         # Sentinel: a READONLY answer means our server was demoted, and a new master waits.
-        self._follows_master = isinstance(self._pool, SentinelMasterPool)
+        self._failovers = self._pool.failovers
         self._follow_timer: asyncio.TimerHandle | None = None
         self._following = False
         self._master_announced: tuple[str, int] | None = None
-        self._dropping_blocking: asyncio.Task[None] | None = None
         # Whether PUBLISH's answer counts every subscriber, so that 0 to a process's subject
         # means it was lost. Not on a Redis Cluster node, which counts only its own (that
         # transport's publish_request returns None for the same reason).
@@ -131,8 +133,9 @@ class RedisTransport(Transport):
         self._prefix = self.prefix = prefix
         self._events = events
         # One entry per command written on the command connection, in order: the future
-        # awaiting its reply, or the subject of a fire-and-forget PUBLISH.
-        self._reply_waiters: deque[asyncio.Future[Any] | str] = deque()
+        # awaiting its reply, the subject of a fire-and-forget PUBLISH, or None for another
+        # fire-and-forget command (a presence EVAL).
+        self._reply_waiters: deque[asyncio.Future[Any] | Subject | None] = deque()
         self._commands = RespConnection(
             self._pool, self.url, self._on_command_reply, self._on_commands_lost, self._restored
         )
@@ -159,15 +162,15 @@ class RedisTransport(Transport):
 
     async def connect(self) -> None:
         await self._open(self._commands)
-        if isinstance(self._pool, SentinelMasterPool) and self._follow_timer is None:
+        if self._failovers is not None and self._follow_timer is None:
             self._follow_timer = asyncio.get_running_loop().call_later(
                 _FOLLOW_AFTER, self._follow_master
             )
 
     def _follow_master(self) -> None:
-        if isinstance(self._pool, SentinelMasterPool) and not self._following:
+        if self._failovers is not None and not self._following:
             self._following = True
-            self._pool.master_watch().follow(self._master_switched)
+            self._failovers.follow(self._master_switched)
 
     def _master_switched(self, host: str, port: int) -> None:
         """The sentinels announce ``host:port`` as the master: leave any other server now."""
@@ -179,22 +182,11 @@ class RedisTransport(Transport):
             if connection is not None and connection.connected and connection.peer != (host, port):
                 logger.warning("Redis at %s: %s; moving there", self.url, reason)
                 connection.drop(reason)
-        client = self._blocking_client
-        if client is not None and isinstance(client.connection_pool, SentinelMasterPool):
-            # A BRPOP waiting on the old master fails, and the worker-channel fetcher retries.
-            self._dropping_blocking = asyncio.ensure_future(
-                client.connection_pool.drop_connections()
-            )
+        # A BRPOP waiting on the old master: its pool leaves by itself (see blocking_pool).
 
     async def _open(self, connection: RespConnection) -> None:
-        try:
+        with self._connect_errors:
             await connection.connect()
-            return
-        except (OSError, RedisError, asyncio.TimeoutError) as exc:
-            failure = exc
-        # Raised outside the handler, so that only _chainable decides what it carries along.
-        error = self.broker_unavailable(failure, connecting=True)
-        raise error from self._chainable(failure)
 
     def broker_unavailable(
         self, exc: BaseException, *, connecting: bool = False
@@ -205,6 +197,12 @@ class RedisTransport(Transport):
         if cause == "permission":
             return PermissionDenied(self.url, reason)
         return BrokerUnavailable(self.url, reason, cause=cause)
+
+    def _converted(self, exc: BaseException, *, connecting: bool = False) -> BrokerUnavailable:
+        """:meth:`broker_unavailable`, chained to ``exc`` unless that would show a secret."""
+        error = self.broker_unavailable(exc, connecting=connecting)
+        error.__cause__ = self._chainable(exc)
+        return error
 
     def _scrub(self, text: str) -> str:
         for secret in self._secrets:
@@ -222,11 +220,9 @@ class RedisTransport(Transport):
     async def close(self) -> None:
         if self._follow_timer is not None:
             self._follow_timer.cancel()
-        if self._following and isinstance(self._pool, SentinelMasterPool):
+        if self._following and self._failovers is not None:
             self._following = False
-            await self._pool.master_watch().unfollow(self._master_switched)
-        if self._dropping_blocking is not None:
-            await asyncio.gather(self._dropping_blocking, return_exceptions=True)
+            await self._failovers.unfollow(self._master_switched)
         if self._pubsub is not None:
             await self._pubsub.close()
         await self._commands.close()
@@ -249,25 +245,30 @@ class RedisTransport(Transport):
         for its answer as ``unconfirmed`` (on a lost connection; on close they were flushed)."""
         waiters, self._reply_waiters = self._reply_waiters, deque()
         for waiter in waiters:
-            if type(waiter) is str:
-                if unconfirmed and waiter is not _PRESENCE_EVAL:
-                    self._events.dropped("unconfirmed", f"PUBLISH {waiter} ({self.url})")
-            elif isinstance(waiter, asyncio.Future) and not waiter.done():
+            if isinstance(waiter, Subject):
+                if unconfirmed:
+                    self._events.dropped("unconfirmed", f"PUBLISH {waiter.name} ({self.url})")
+            elif waiter is not None and not waiter.done():
                 waiter.set_exception(error)
 
     # -- commands ------------------------------------------------------------------------------
 
     def _on_command_reply(self, reply: Any) -> None:
         waiter = self._reply_waiters.popleft()
-        if type(waiter) is str:
-            if reply == 0 and self._counts_receivers and _is_process_subject(waiter):
-                self._events.dropped("no_subscriber", f"PUBLISH {waiter} ({self.url})")
+        if type(waiter) is Subject:  # the common case: a PUBLISH (type() is cheaper here)
+            if reply == 0 and self._counts_receivers and waiter.process:
+                self._events.dropped("no_subscriber", f"PUBLISH {waiter.name} ({self.url})")
             elif isinstance(reply, hiredis.ReplyError):
                 if str(reply).startswith("NOPERM"):
-                    self._events.dropped("refused", f"PUBLISH {waiter} ({self.url})")
+                    self._events.dropped("refused", f"PUBLISH {waiter.name} ({self.url})")
                 elif not self._demoted(reply):
-                    logger.error("Redis at %s refused a PUBLISH to %s: %s", self.url, waiter, reply)
-        elif isinstance(waiter, asyncio.Future) and not waiter.done():
+                    logger.error(
+                        "Redis at %s refused a PUBLISH to %s: %s", self.url, waiter.name, reply
+                    )
+        elif waiter is None:  # a fire-and-forget command other than PUBLISH
+            if isinstance(reply, hiredis.ReplyError) and not self._demoted(reply):
+                logger.error("Redis at %s refused a command: %s", self.url, reply)
+        elif not (waiter := cast("asyncio.Future[Any]", waiter)).done():
             if isinstance(reply, hiredis.ReplyError):
                 if self._demoted(reply):
                     waiter.set_exception(
@@ -281,7 +282,7 @@ class RedisTransport(Transport):
     def _demoted(self, reply: hiredis.ReplyError) -> bool:
         """Whether ``reply`` says our master became a replica under Sentinel; if so, end the
         command connection so that it reconnects to the master the sentinels name now."""
-        if not self._follows_master or not str(reply).startswith("READONLY"):
+        if self._failovers is None or not str(reply).startswith("READONLY"):
             return False
         logger.warning(
             "Redis at %s answered READONLY: the server we use was demoted to a replica; "
@@ -299,20 +300,25 @@ class RedisTransport(Transport):
         return error
 
     async def _command(self, command: bytes) -> Any:
+        """Write ``command`` and return its answer (``BrokerUnavailable`` for any failure)."""
         waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._commands.write(command)
-        self._reply_waiters.append(waiter)
-        return await waiter
+        with self._errors:
+            self._commands.write(command)
+            self._reply_waiters.append(waiter)
+            return await waiter
 
-    async def publish(self, subject: str, payload: bytes, reply_to: str | None = None) -> None:
-        self._commands.write(pack(b"PUBLISH", subject, payload))
+    async def publish(self, subject: Subject, payload: bytes) -> None:
+        try:  # not a `with self._errors` block: this is the hot path, and only this can fail
+            self._commands.write(pack(b"PUBLISH", subject.name, payload))
+        except ConnectionError as exc:  # not connected: reconnecting
+            raise self._converted(exc) from exc
         self._reply_waiters.append(subject)
         if self._commands.congested:  # checked, not awaited, on the hot path
             await self._commands.wait_writable()
 
-    async def publish_request(self, subject: str, payload: bytes, reply_to: str) -> int | None:
+    async def publish_request(self, subject: Subject, payload: bytes, reply_to: str) -> int | None:
         # The reply address travels in the envelope; PUBLISH's answer is the receiver count.
-        return int(await self._command(pack(b"PUBLISH", subject, payload)))
+        return int(await self._command(pack(b"PUBLISH", subject.name, payload)))
 
     # -- pub/sub -------------------------------------------------------------------------------
 
@@ -330,10 +336,10 @@ class RedisTransport(Transport):
                 self._pubsub = pubsub
             return self._pubsub
 
-    async def subscribe(self, subject: str, on_message: OnMessage) -> None:
+    async def subscribe(self, subject: Subject, on_message: OnMessage) -> None:
         pubsub = await self._pubsub_connection()
-        key = subject.encode()
-        is_pattern = subject.endswith("*")
+        key = subject.name.encode()
+        is_pattern = subject.pattern
         (self._pattern_handlers if is_pattern else self._channel_handlers)[key] = on_message
         if not pubsub.connected:
             return  # re-issued by _resubscribe once the connection is back
@@ -344,11 +350,13 @@ class RedisTransport(Transport):
         try:
             await asyncio.wait_for(asyncio.shield(confirmed), _SUBSCRIBE_TIMEOUT)
         except asyncio.TimeoutError as exc:
-            raise BrokerUnavailable(self.url, f"no confirmation of SUBSCRIBE {subject}") from exc
+            raise BrokerUnavailable(
+                self.url, f"no confirmation of SUBSCRIBE {subject.name}"
+            ) from exc
 
-    async def unsubscribe(self, subject: str) -> None:
-        key = subject.encode()
-        is_pattern = subject.endswith("*")
+    async def unsubscribe(self, subject: Subject) -> None:
+        key = subject.name.encode()
+        is_pattern = subject.pattern
         handlers = self._pattern_handlers if is_pattern else self._channel_handlers
         if handlers.pop(key, None) is None or self._pubsub is None or not self._pubsub.connected:
             return
@@ -441,24 +449,23 @@ class RedisTransport(Transport):
     # -- worker queues -------------------------------------------------------------------------
 
     async def queue_push(
-        self, name: str, payload: bytes, capacity: int, ttl: float, reply_to: str | None = None
+        self, queue: Subject, payload: bytes, capacity: int, ttl: float, reply_to: str | None
     ) -> bool:
         # A list cannot tell whether anyone reads it: asks to an unread worker channel time out.
-        command = pack(b"EVAL", _PUSH_IF_ROOM, 1, name, payload, capacity, max(1, int(ttl) + 1))
+        command = pack(
+            b"EVAL", _PUSH_IF_ROOM, 1, queue.name, payload, capacity, max(1, int(ttl) + 1)
+        )
         return bool(await self._command(command))
 
     def _blocking(self) -> Redis | RedisCluster:
         """The redis-py client for blocking pops and flushes (its own connections; under
-        Sentinel on the same sentinels as the rest)."""
+        Sentinel on the same sentinels as the rest, leaving a demoted master by itself)."""
         if self._blocking_client is None:
-            if isinstance(self._pool, SentinelMasterPool):
-                pool: Any = self._pool.sibling()
-            else:
-                pool, _ = connection_pool(self._host)
-            self._blocking_client = Redis(connection_pool=pool)
+            self._blocking_client = Redis(connection_pool=self._pool.blocking_pool())
         return self._blocking_client
 
-    async def queue_pop(self, name: str, timeout: float, capacity: int) -> bytes | None:
+    async def queue_pop(self, queue: Subject, timeout: float, capacity: int) -> bytes | None:
+        name = queue.name
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         failure: BaseException | None = None
@@ -467,10 +474,10 @@ class RedisTransport(Transport):
             try:
                 popped = await self._blocking().brpop([name], timeout=timeout)
                 break
-            except (OSError, RedisError) as exc:
+            except REDIS_FAILURES as exc:
                 failure = exc
             remaining = deadline - loop.time()
-            if attempt == 2 or not isinstance(self._pool, SentinelMasterPool) or remaining < 0.1:
+            if attempt == 2 or self._failovers is None or remaining < 0.1:
                 break
             if isinstance(self.broker_unavailable(failure), PermissionDenied):
                 break
@@ -480,14 +487,8 @@ class RedisTransport(Transport):
                 async with self._pool.master_watch() as pause:
                     await pause(remaining)
             timeout = max(deadline - loop.time(), 0.1)
-        if failure is not None:  # raised outside the handler: see _open
-            refused = self.broker_unavailable(failure)
-            if isinstance(refused, PermissionDenied):
-                raise refused from self._chainable(failure)
-            reason = self._scrub(str(failure))
-            raise ConnectionError(f"cannot pop from Redis at {self.url}: {reason}") from (
-                self._chainable(failure)
-            )
+        if failure is not None:  # raised outside the handler: only _chainable decides the chain
+            raise self._converted(failure)
         if popped is None:
             return None
         payload = popped[1]
@@ -504,33 +505,18 @@ class RedisTransport(Transport):
             self._commands.write(pack(b"EVAL", script, 1, key, *args))
         except ConnectionError:
             return  # not connected: the entry expires on its own
-        self._reply_waiters.append(_PRESENCE_EVAL)  # an error reply is logged, not raised
+        self._reply_waiters.append(None)  # an error reply is logged, not raised
 
     async def _eval(self, script: str, key: str, *args: str | int) -> Any:
         """Run ``script`` on ``key`` on the command connection; errors as BrokerUnavailable."""
-        try:
-            return await self._command(pack(b"EVAL", script, 1, key, *args))
-        except BrokerUnavailable:
-            raise
-        except (ConnectionError, RedisError) as exc:
-            raise self.broker_unavailable(exc) from self._chainable(exc)
+        return await self._command(pack(b"EVAL", script, 1, key, *args))
 
-    async def queue_flush(self) -> None:
+    async def queue_flush(self, queues: Subject) -> None:
         client = self._blocking()
-        try:
-            keys = [key async for key in client.scan_iter(match=f"{self._prefix}:q:*", count=1000)]
+        with self._errors:
+            keys = [key async for key in client.scan_iter(match=queues.name, count=1000)]
             for start in range(0, len(keys), 500):
                 await client.unlink(*keys[start : start + 500])
-            return
-        except (OSError, RedisError) as exc:
-            failure = exc
-        raise self.broker_unavailable(failure) from self._chainable(failure)  # see _open
-
-
-def _is_process_subject(subject: str) -> bool:
-    """Whether ``subject`` belongs to one process (``P:<pid>:...``), not a group (``P:g:...``)."""
-    parts = subject.split(":", 2)
-    return len(parts) == 3 and parts[1] not in ("g", "q")
 
 
 class _PubSubCommand:

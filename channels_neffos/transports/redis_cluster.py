@@ -28,24 +28,26 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import AbstractConnection, ConnectionPool, SSLConnection, parse_url
-from redis.exceptions import RedisError
 
-from ..exceptions import BrokerUnavailable, PermissionDenied
-from ._resp import RespConnection
-from .base import ProcessRegistry, TransportEvents
+from ..exceptions import BrokerUnavailable
+from ._resp import Pause, RespConnection
+from .base import ProcessRegistry, Subject, TransportEvents
 from .redis import _PUSH_IF_ROOM, RedisTransport
-from .redis_connect import connection_pool
+from .redis_connect import redis_pool
 from .redis_registry import RedisRegistry, registry_key
 
 
 class _SeedRotation:
-    """The part of a redis-py pool that RespConnection uses, over several seed nodes: each new
-    connection goes to the next seed, so reconnecting after a failure tries another node."""
+    """A :class:`~channels_neffos.transports._resp.ConnectionSource` over several seed nodes:
+    each new connection goes to the next seed, so reconnecting after a failure tries another
+    node. Nodes fail over by themselves: there is no master to follow."""
 
     def __init__(self, pools: list[ConnectionPool]) -> None:
         self._pools = pools
@@ -54,10 +56,21 @@ class _SeedRotation:
     def make_connection(self) -> AbstractConnection:
         pool = self._pools[self._next % len(self._pools)]
         self._next += 1
-        return pool.make_connection()  # type: ignore[no-untyped-call,no-any-return]
+        return pool.make_connection()
+
+    @property
+    def failovers(self) -> None:
+        return None
 
     async def disconnect(self) -> None:
         await asyncio.gather(*(pool.disconnect() for pool in self._pools))
+
+    @asynccontextmanager
+    async def master_watch(self) -> AsyncIterator[Pause]:
+        yield asyncio.sleep
+
+    def blocking_pool(self) -> ConnectionPool:
+        raise NotImplementedError("a cluster's blocking commands go through RedisCluster")
 
 
 def cluster_client(hosts: list[str]) -> RedisCluster:
@@ -78,7 +91,7 @@ def cluster_client(hosts: list[str]) -> RedisCluster:
 
 class ClusterRedisTransport(RedisTransport):
     def __init__(self, hosts: list[str], prefix: str, events: TransportEvents) -> None:
-        seeds = [connection_pool(host) for host in hosts]
+        seeds = [redis_pool(host) for host in hosts]
         url = "cluster " + ", ".join(seed_url for _, seed_url in seeds)
         rotation = _SeedRotation([pool for pool, _ in seeds])
         super().__init__(hosts[0], prefix, events, pool=(rotation, url))
@@ -98,8 +111,8 @@ class ClusterRedisTransport(RedisTransport):
         await super().close()
         await self._cluster.aclose()
 
-    async def publish_request(self, subject: str, payload: bytes, reply_to: str) -> int | None:
-        await self.publish(subject, payload, reply_to)
+    async def publish_request(self, subject: Subject, payload: bytes, reply_to: str) -> int | None:
+        await self.publish(subject, payload)
         return None  # a node counts only its own subscribers: the count means nothing here
 
     # -- presence: one key, on the node of its slot ---------------------------------------------
@@ -107,28 +120,17 @@ class ClusterRedisTransport(RedisTransport):
     def registry(self) -> ProcessRegistry:
         return RedisRegistry(registry_key(self._prefix), self._cluster_eval, self._cluster_eval)
 
-    async def _cluster_eval(self, script: str, key: str, *args: str | int) -> Any:
-        try:
+    async def _cluster_eval(self, script: str, key: str, *args: str | int | bytes) -> Any:
+        with self._errors:
             return await self._cluster.eval(script, 1, key, *args)
-        except (OSError, RedisError) as exc:
-            raise self.broker_unavailable(exc) from exc
 
     # -- worker queues: keys, on the node of their slot -----------------------------------------
 
     async def queue_push(
-        self, name: str, payload: bytes, capacity: int, ttl: float, reply_to: str | None = None
+        self, queue: Subject, payload: bytes, capacity: int, ttl: float, reply_to: str | None
     ) -> bool:
-        try:
-            pushed = await self._cluster.eval(
-                _PUSH_IF_ROOM, 1, name, payload, capacity, max(1, int(ttl) + 1)
-            )
-        except (OSError, RedisError) as exc:
-            error = self.broker_unavailable(exc)  # PermissionDenied for an ACL refusal
-            if isinstance(error, PermissionDenied):
-                raise error from exc
-            raise ConnectionError(
-                f"cannot push to the Redis Cluster: {self._scrub(str(exc))}"
-            ) from exc
+        ttl_seconds = max(1, int(ttl) + 1)
+        pushed = await self._cluster_eval(_PUSH_IF_ROOM, queue.name, payload, capacity, ttl_seconds)
         return bool(pushed)
 
     def _blocking(self) -> Redis | RedisCluster:

@@ -1,7 +1,7 @@
 """Connecting to Redis: pools from ``hosts`` entries, secrets masked, refusals told apart.
 
-* :func:`connection_pool` makes the redis-py pool for one ``hosts`` entry (a URL or a dict of
-  connection options) and the address to show for it, with every secret masked
+* :func:`connection_source` makes where connections for one ``hosts`` entry (a URL or a dict
+  of connection options) come from, and the address to show for it, with every secret masked
   (:func:`redact_redis_url`, :func:`host_secrets`).
 * A dict entry with ``sentinels`` and ``master_name`` is a master found through Redis Sentinel:
   its pool and address come from :mod:`channels_neffos.transports.sentinel`
@@ -10,16 +10,22 @@
 * :func:`classify` is the one place that decides what a ``BrokerUnavailable`` says: its
   ``cause`` — ``"authentication"`` (``WRONGPASS``/``NOAUTH``, redis-py's authentication errors),
   ``"TLS verification"`` (a certificate that does not verify, a TLS alert, a handshake the
-  server drops because it wants a client certificate), ``"permission"`` (``NOPERM``), else
-  ``"unreachable"`` — and the reason shown with it.
+  server drops because it wants a client certificate), ``"permission"`` (``NOPERM``),
+  ``"error"`` (any other error reply), else ``"unreachable"`` — and the reason shown with it;
+  :class:`BrokerErrors` is the one place a Redis transport turns what redis-py, the socket or an
+  error reply raised into that exception.
+* Every connection source — a plain server, cluster seeds, a Sentinel master — is a
+  :class:`~channels_neffos.transports._resp.ConnectionSource`; :class:`PoolSource` makes a
+  redis-py pool one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import hiredis
@@ -31,6 +37,8 @@ from redis.exceptions import (
     RedisError,
 )
 
+from ..exceptions import BrokerUnavailable
+from ._resp import ConnectionSource, Pause
 from .sentinel import SentinelRefused, is_sentinel_host, sentinel_address, sentinel_pool
 
 #: Connection options and URL query keys whose values are secrets.
@@ -41,6 +49,67 @@ _DROPPED_HANDSHAKE = (ConnectionResetError, BrokenPipeError, asyncio.IncompleteR
 
 class RedisCommandError(RedisError):
     """Redis answered a command with an error reply."""
+
+
+#: What redis-py, the socket, the RESP reader and a timeout raise when Redis fails us.
+REDIS_FAILURES = (OSError, RedisError, hiredis.ReplyError, asyncio.TimeoutError)
+
+
+class BrokerErrors:
+    """``with errors:`` — whatever Redis raises in the block leaves it as the
+    ``BrokerUnavailable`` (``PermissionDenied``...) that ``convert`` makes of it.
+
+    ``convert`` sets the new error's ``__cause__`` (or leaves it None: an error whose text shows
+    a secret is not chained); its ``__context__`` is made the same, so the original error is not
+    reachable through it either. Reusable and re-entrant: it keeps no state.
+    """
+
+    __slots__ = ("_convert",)
+
+    def __init__(self, convert: Callable[[BaseException], BrokerUnavailable]) -> None:
+        self._convert = convert
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: object, exc: BaseException | None, traceback: object
+    ) -> Literal[False]:
+        if exc is None or isinstance(exc, BrokerUnavailable) or not isinstance(exc, REDIS_FAILURES):
+            return False
+        error = self._convert(exc)
+        try:
+            raise error
+        finally:
+            error.__context__ = error.__cause__  # not the original: it may show a secret
+
+
+class PoolSource:
+    """A redis-py pool as a :class:`~channels_neffos.transports._resp.ConnectionSource`: a
+    server that never moves (no failovers to follow)."""
+
+    def __init__(self, host: str | dict[str, Any], pool: ConnectionPool) -> None:
+        self._host = host
+        self._pool = pool
+
+    @property
+    def failovers(self) -> None:
+        return None
+
+    def make_connection(self) -> Any:
+        return self._pool.make_connection()
+
+    async def disconnect(self) -> None:
+        await self._pool.disconnect()
+
+    @asynccontextmanager
+    async def master_watch(self) -> AsyncIterator[Pause]:
+        yield asyncio.sleep
+
+    def blocking_pool(self) -> ConnectionPool:
+        """A pool of its own on the same server, for blocking commands."""
+        pool, _ = redis_pool(self._host)
+        return pool
 
 
 def redact_redis_url(url: str) -> str:
@@ -82,13 +151,24 @@ def host_secrets(host: str | dict[str, Any]) -> frozenset[str]:
     return frozenset(secret for secret in found if isinstance(secret, str) and secret)
 
 
-def connection_pool(host: str | dict[str, Any]) -> tuple[ConnectionPool, str]:
-    """A redis-py pool for one ``hosts`` entry, and its address with the secrets masked."""
-    defaults: dict[str, Any] = {"protocol": 2, "socket_connect_timeout": 5}
+def connection_source(host: str | dict[str, Any]) -> tuple[ConnectionSource, str]:
+    """Where the connections for one ``hosts`` entry come from, and its address with the
+    secrets masked."""
+    if is_sentinel_host(host):
+        return sentinel_pool(host, _DEFAULTS), sentinel_address(host)
+    pool, where = redis_pool(host)
+    return PoolSource(host, pool), where
+
+
+_DEFAULTS: dict[str, Any] = {"protocol": 2, "socket_connect_timeout": 5}
+
+
+def redis_pool(host: str | dict[str, Any]) -> tuple[ConnectionPool, str]:
+    """A redis-py pool for one plain ``hosts`` entry (not Sentinel), and its address with the
+    secrets masked."""
+    defaults = _DEFAULTS
     if isinstance(host, str):
         return ConnectionPool.from_url(host, **defaults), redact_redis_url(host)
-    if is_sentinel_host(host):
-        return sentinel_pool(host, defaults), sentinel_address(host)
     options = dict(host)
     address = options.pop("address", None)
     if isinstance(address, str):
@@ -145,6 +225,7 @@ def classify(exc: BaseException, *, tls: bool, connecting: bool = False) -> tupl
                 return "permission", f"Redis says: {text}"
             if code in ("WRONGPASS", "NOAUTH"):
                 return "authentication", f"Redis says: {text}"
+            return "error", f"Redis says: {error}"
     dropped = connecting and any(isinstance(error, _DROPPED_HANDSHAKE) for error in chain)
     if tls and dropped:
         return "TLS verification", (

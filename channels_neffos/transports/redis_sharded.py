@@ -9,6 +9,9 @@ server, chosen by a stable hash (CRC-32) of its *shard key*:
 * a group ``P:g:<group>`` by the group name;
 * a worker channel's list ``P:q:<name>`` by the channel name.
 
+The core hands every subject over with that key (``Subject.shard``, see
+:mod:`channels_neffos._core.names`): this transport never parses a name.
+
 Every layer sharing a prefix must list the same servers in the same order, or publishers and
 subscribers will not meet. Connections: one command connection per server, and a pub/sub
 connection per server this process subscribes on (its own pattern, plus its groups' servers).
@@ -25,20 +28,12 @@ import asyncio
 import zlib
 
 from ..exceptions import BrokerUnavailable
-from .base import OnMessage, ProcessRegistry, Transport
+from .base import OnMessage, ProcessRegistry, Subject, Transport
 from .redis import RedisTransport
-from .redis_registry import registry_key
 
-#: Second parts of a subject that are a kind, not a pid: the shard key is the part after them.
-_KIND_PARTS = frozenset(("g", "q"))
-
-
-def shard_key(subject: str) -> str:
-    """The part of a channels_neffos Redis subject (or pattern) that chooses its server."""
-    parts = subject.split(":", 3)
-    if len(parts) < 3:
-        raise ValueError(f"not a channels_neffos subject: {subject!r}")
-    return parts[2] if parts[1] in _KIND_PARTS else parts[1]
+#: The shard key of the presence registry's key (``P:p:processes``): "p", as it has always been,
+#: so that every version of the layer finds the registry on the same server.
+_REGISTRY_SHARD = "p"
 
 
 class ShardedRedisTransport(Transport):
@@ -48,15 +43,16 @@ class ShardedRedisTransport(Transport):
         self.shards = shards
         self.url = ", ".join(shard.url for shard in shards)
         self.max_payload = min(shard.max_payload for shard in shards)
-        self._by_subject: dict[str, RedisTransport] = {}
+        self._by_key: dict[str, RedisTransport] = {}
 
-    def shard(self, subject: str) -> RedisTransport:
-        shard = self._by_subject.get(subject)  # remembered: publishes repeat their subjects
+    def shard(self, key: str) -> RedisTransport:
+        """The server of the subjects whose shard key is ``key`` (a CRC-32 of it)."""
+        shard = self._by_key.get(key)  # remembered: publishes repeat their keys
         if shard is None:
-            if len(self._by_subject) >= 10_000:
-                self._by_subject.clear()
-            index = zlib.crc32(shard_key(subject).encode()) % len(self.shards)
-            shard = self._by_subject[subject] = self.shards[index]
+            if len(self._by_key) >= 10_000:
+                self._by_key.clear()
+            index = zlib.crc32(key.encode()) % len(self.shards)
+            shard = self._by_key[key] = self.shards[index]
         return shard
 
     # -- naming: as on one server --------------------------------------------------------------
@@ -85,31 +81,30 @@ class ShardedRedisTransport(Transport):
 
     # -- routing -------------------------------------------------------------------------------
 
-    async def subscribe(self, subject: str, on_message: OnMessage) -> None:
-        await self.shard(subject).subscribe(subject, on_message)
+    async def subscribe(self, subject: Subject, on_message: OnMessage) -> None:
+        await self.shard(subject.shard).subscribe(subject, on_message)
 
-    async def unsubscribe(self, subject: str) -> None:
-        await self.shard(subject).unsubscribe(subject)
+    async def unsubscribe(self, subject: Subject) -> None:
+        await self.shard(subject.shard).unsubscribe(subject)
 
-    async def publish(self, subject: str, payload: bytes, reply_to: str | None = None) -> None:
-        await self.shard(subject).publish(subject, payload, reply_to)
+    async def publish(self, subject: Subject, payload: bytes) -> None:
+        await self.shard(subject.shard).publish(subject, payload)
 
-    async def publish_request(self, subject: str, payload: bytes, reply_to: str) -> int | None:
-        return await self.shard(subject).publish_request(subject, payload, reply_to)
+    async def publish_request(self, subject: Subject, payload: bytes, reply_to: str) -> int | None:
+        return await self.shard(subject.shard).publish_request(subject, payload, reply_to)
 
     async def queue_push(
-        self, name: str, payload: bytes, capacity: int, ttl: float, reply_to: str | None = None
+        self, queue: Subject, payload: bytes, capacity: int, ttl: float, reply_to: str | None
     ) -> bool:
-        return await self.shard(name).queue_push(name, payload, capacity, ttl, reply_to)
+        return await self.shard(queue.shard).queue_push(queue, payload, capacity, ttl, reply_to)
 
-    async def queue_pop(self, name: str, timeout: float, capacity: int) -> bytes | None:
-        return await self.shard(name).queue_pop(name, timeout, capacity)
+    async def queue_pop(self, queue: Subject, timeout: float, capacity: int) -> bytes | None:
+        return await self.shard(queue.shard).queue_pop(queue, timeout, capacity)
 
     def registry(self) -> ProcessRegistry:
         """On the server its key hashes to, as any other key."""
-        key = registry_key(self.shards[0].prefix)
-        return self.shard(key).registry()
+        return self.shard(_REGISTRY_SHARD).registry()
 
-    async def queue_flush(self) -> None:
+    async def queue_flush(self, queues: Subject) -> None:
         for shard in self.shards:
-            await shard.queue_flush()
+            await shard.queue_flush(queues)

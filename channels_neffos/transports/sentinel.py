@@ -178,7 +178,7 @@ class SentinelGroup(Sentinel):
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        super().__init__(*args, **kwargs)
         self._watches: dict[str, MasterSwitchWatch] = {}
 
     def watch(self, service_name: str) -> MasterSwitchWatch:
@@ -191,7 +191,7 @@ class SentinelGroup(Sentinel):
     async def discover_master(self, service_name: str) -> tuple[str, int]:
         answers = await asyncio.gather(
             *(
-                sentinel.execute_command("SENTINEL MASTER", service_name)  # type: ignore[no-untyped-call]
+                sentinel.execute_command("SENTINEL MASTER", service_name)
                 for sentinel in self.sentinels
             ),
             return_exceptions=True,
@@ -248,7 +248,7 @@ class SentinelMasterConnection(SentinelManagedConnection):
     connection_pool: SentinelMasterPool
 
     async def connect_to(self, address: tuple[str, int]) -> None:
-        await super().connect_to(address)  # type: ignore[no-untyped-call]
+        await super().connect_to(address)
         try:
             role = await self._role()
         except BaseException:
@@ -380,7 +380,7 @@ class MasterSwitchWatch:
                 await asyncio.sleep(self._POLL)  # this sentinel is down: the others may speak
             finally:
                 try:
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
                 except (OSError, RedisError):
                     pass
 
@@ -389,9 +389,12 @@ class SentinelMasterPool(SentinelConnectionPool):
     """A pool of connections to the master of ``service_name``, as its sentinels name it.
 
     Each new connection asks the sentinels (:class:`SentinelGroup`) and checks ``ROLE``
-    (:class:`SentinelMasterConnection`). :meth:`master_watch` is the ``+switch-master`` watch
-    of this master (see :class:`MasterSwitchWatch`; ``channels_neffos.transports._resp``
-    reconnects with it); :meth:`sibling` another pool on the same sentinels and watch.
+    (:class:`SentinelMasterConnection`). As a
+    :class:`~channels_neffos.transports._resp.ConnectionSource` it offers: ``failovers`` and
+    :meth:`SentinelMasterPool.master_watch`, the ``+switch-master`` watch of this master (see
+    :class:`MasterSwitchWatch`; ``channels_neffos.transports._resp`` reconnects with it); and
+    :meth:`blocking_pool`, another pool on the same sentinels that drops its connections when a
+    new master is announced, so a ``BRPOP`` waiting on the old one fails and is retried.
     ``disconnect()`` (closing) also closes the connections to the sentinels;
     :meth:`drop_connections` closes only this pool's connections, to reopen them elsewhere.
     """
@@ -400,23 +403,46 @@ class SentinelMasterPool(SentinelConnectionPool):
 
     def __init__(self, service_name: str, sentinel_manager: SentinelGroup, **options: Any) -> None:
         self._options = dict(options)
+        self._announced: tuple[str, int] | None = None
+        self._dropping: asyncio.Task[None] | None = None
+        self._follows_switches = False
         tls = bool(options.pop("ssl", False))
         options["connection_class"] = (
             SentinelMasterSSLConnection if tls else SentinelMasterConnection
         )
-        super().__init__(service_name, sentinel_manager, **options)  # type: ignore[no-untyped-call]
+        super().__init__(service_name, sentinel_manager, **options)
 
     def master_watch(self) -> MasterSwitchWatch:
         return self.sentinel_manager.watch(self.service_name)
 
-    def sibling(self) -> SentinelMasterPool:
-        """A new pool for the same master, on the same sentinels (and watch)."""
-        return SentinelMasterPool(self.service_name, self.sentinel_manager, **self._options)
+    @property
+    def failovers(self) -> MasterSwitchWatch:
+        return self.master_watch()
+
+    def blocking_pool(self) -> SentinelMasterPool:
+        """A new pool for the same master, on the same sentinels (and watch), that leaves a
+        server as soon as the sentinels announce another master."""
+        pool = SentinelMasterPool(self.service_name, self.sentinel_manager, **self._options)
+        pool._follows_switches = True
+        self.master_watch().follow(pool._switched)
+        return pool
+
+    def _switched(self, host: str, port: int) -> None:
+        if (host, port) != self._announced:  # every sentinel announces it in turn
+            self._announced = (host, port)
+            self._dropping = asyncio.ensure_future(self.drop_connections())
 
     async def drop_connections(self) -> None:
         await super().disconnect(inuse_connections=True)
 
     async def disconnect(self, inuse_connections: bool = True) -> None:
+        # redis-py calls disconnect(inuse_connections=False) itself when the master moved:
+        # only closing the pool (all connections) ends following.
+        if inuse_connections and self._follows_switches:
+            self._follows_switches = False
+            await self.master_watch().unfollow(self._switched)
+        if self._dropping is not None:
+            await asyncio.gather(self._dropping, return_exceptions=True)
         await super().disconnect(inuse_connections)
         if inuse_connections:  # closing (not just a new master): the sentinels' sockets too
             await self.sentinel_manager.close()

@@ -32,7 +32,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from ...engine import NeffosChannelLayer
+from ...channel_layer import NeffosChannelLayer
 from ...exceptions import BrokerUnavailable, PresenceUnavailable
 from ...multi import MultiChannelLayer
 from ...stats import ProcessStats

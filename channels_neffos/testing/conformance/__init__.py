@@ -7,13 +7,18 @@ instances, OS processes, broker-side errors) are in the base class too; a subcla
 where a case does not apply (e.g. Channels' ``InMemoryChannelLayer``) switches it off by setting
 the test attribute to ``None``, so the run reports no skips.
 
-Example::
+Example, with the broker fixtures of :mod:`channels_neffos.testing.plugin`::
+
+    pytest_plugins = ["channels_neffos.testing.plugin"]  # in the top-level conftest.py
 
     class TestMyLayer(ChannelLayerConformance):
         @pytest.fixture
-        def layer_spec(self, redis_server):
+        def layer_spec(self, neffos_redis_server):
             return LayerSpec("channels_neffos.RedisChannelLayer",
-                             {"hosts": [redis_server.url], "prefix": unique_prefix()})
+                             {"hosts": [neffos_redis_server.url], "prefix": unique_prefix()})
+
+:func:`eventually` and :func:`receive_within` wait on an outcome, with a deadline, instead of
+sleeping a fixed time.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import pytest
 
 from ._ask import AskCases
 from ._groups import GroupCases
-from ._helpers import LayerSpec, receive_within, unique_prefix
+from ._helpers import LayerSpec, eventually, receive_within, unique_prefix
 from ._hygiene import HygieneCases
 from ._limits import LimitCases
 from ._messaging import MessagingCases
@@ -37,6 +42,7 @@ __all__ = [
     "LayerSpec",
     "NeffosLayerConformance",
     "PresenceCases",
+    "eventually",
     "receive_within",
     "unique_prefix",
 ]

@@ -8,6 +8,7 @@ import os
 import secrets
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,26 @@ class LayerSpec:
 
 async def receive_within(layer: Any, channel: str, timeout: float = RECEIVE_TIMEOUT) -> Any:
     return await asyncio.wait_for(layer.receive(channel), timeout)
+
+
+async def eventually(
+    condition: Callable[[], bool | Awaitable[bool]],
+    timeout: float = RECEIVE_TIMEOUT,
+    what: str = "the condition",
+) -> None:
+    """Return as soon as ``condition()`` (a function, or a coroutine function) is true; fail
+    the test if it is not within ``timeout`` seconds. For waiting on an outcome instead of
+    sleeping a fixed time: as fast as the outcome, and never too short on a slow machine."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = condition()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            pytest.fail(f"{what} did not hold within {timeout} s")
+        await asyncio.sleep(0.01)
 
 
 async def assert_nothing_arrives(layer: Any, channel: str, wait: float = 0.3) -> None:

@@ -108,7 +108,7 @@ class PresenceCases:
             started = time.monotonic()
             while await layer.group_size(group) != 1:
                 assert time.monotonic() - started < DEAD_PROCESS_BOUND
-                await asyncio.sleep(0.2)
+                await asyncio.sleep(0.05)
             for _ in range(3):  # and they do not come back
                 assert await layer.group_members(group) == [own]
         finally:

@@ -20,7 +20,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from .brokers import ServerTLS
+from channels_neffos.testing.brokers import ServerTLS
 
 
 @dataclass(frozen=True)

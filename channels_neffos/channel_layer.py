@@ -1,9 +1,11 @@
-"""The channel layer engine shared by every broker: validation, per-event-loop processes, the API.
+"""The channel layer Channels talks to: validate, encode, find this loop's router, delegate.
 
-This is the class Channels talks to. It validates every call (with Channels' own wording, using
-real exceptions — never ``assert``), finds or starts this event loop's :class:`LayerProcess`,
-and hands it the already-encoded message. Broker specifics live in a
-:class:`~channels_neffos.transports.base.Transport` created by :meth:`make_transport`.
+:class:`NeffosChannelLayer` is the base of every layer in this package. Each call is checked
+(with Channels' own wording, using real exceptions — never ``assert``), its message encoded once,
+and handed to the *router* of the running event loop (:mod:`channels_neffos._core.router`),
+which does all routing. Broker specifics live in a
+:class:`~channels_neffos.transports.base.Transport` made by
+:meth:`~channels_neffos.NeffosChannelLayer.make_transport`.
 
 Guarantees (details per operation in ``docs/semantics.rst``):
 
@@ -11,8 +13,8 @@ Guarantees (details per operation in ``docs/semantics.rst``):
   keep working while the broker is down.
 * **Encoded once.** Every message is msgpack-encoded by the sender, even for local delivery, so a
   message that could not cross the broker (``TypeError``, ``MessageTooLarge``) fails everywhere.
-* **At-most-once, FIFO per sender and channel.** See :mod:`channels_neffos.process` for where
-  order between a send and a group_send can differ.
+* **At-most-once, FIFO per sender and channel.** See :mod:`channels_neffos._core.router` for
+  where order between a send and a group_send can differ.
 * **Bounded.** Each channel holds at most ``capacity`` messages (``channel_capacity`` globs
   override it). ``ChannelFull`` is raised where the sender can know (channels of its own process,
   Redis worker channels); elsewhere the message is dropped, logged (rate-limited) and counted in
@@ -32,52 +34,62 @@ import asyncio
 import secrets
 import weakref
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from time import monotonic
 from typing import Any
 
 from channels.layers import BaseChannelLayer
 
-from . import asks, envelope
+from . import envelope
+from ._core import asks
+from ._core.roster import MEMBERS, PROCESS_STATS, SIZE
+from ._core.router import Router, RouterHooks, State
+from ._core.settings import LayerSettings
+from ._core.validation import (
+    INVALID_NAME,
+    PREFIX_RE,
+    RESERVED_KEYS,
+    check_capacity,
+    check_channel_name,
+    check_group_name,
+    check_message,
+    positive_number,
+    process_channel_owner,
+)
 from ._drops import DropLog
 from .exceptions import BrokerUnavailable
-from .presence import MEMBERS as PRESENCE_MEMBERS
-from .presence import PROCESS_STATS
-from .presence import SIZE as PRESENCE_SIZE
-from .process import LayerProcess, owner_pid
-from .signals import messages_dropped, send_safely
-from .stats import (
-    LatencyHistogram,
-    LayerStats,
-    ProcessStats,
-    broker_round_trip,
-    process_stats,
+from .signals import (
+    broker_connection_lost,
+    broker_connection_restored,
+    messages_dropped,
+    send_safely,
 )
+from .stats import LatencyHistogram, LayerStats, ProcessStats, reported
 from .transports.base import IgnoredEvents, Transport, TransportEvents
 from .transports.encrypted import EncryptedTransport, fernet_for
-from .validation import CHANNEL_RE, GROUP_RE, PREFIX_RE, check_capacity, positive_number
 
 #: The key under which an ask's reply address travels inside the request message.
 ASK_KEY = asks.ASK_KEY
-#: Keys a message may not carry: Channels reserves the first, this package the second.
-RESERVED_KEYS = ("__asgi_channel__", ASK_KEY)
 DEFAULT_ASK_TIMEOUT = 5.0
 _NAME_CACHE_SIZE = 10_000
 #: After a failed connect, calls in the same event loop fail at once for this many seconds.
 RETRY_CONNECT_AFTER = 1.0
+_ASGI_KEY, _ASK_KEY = RESERVED_KEYS
+_RUNNING = State.RUNNING
 
 
 class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
     """A Channels layer on a pub/sub broker. Subclasses supply the transport."""
 
     #: ``capacity``: ``new_channel(prefix, capacity=N)`` gives that one channel its own capacity.
-    #: ``presence``: ``group_members(group)`` and ``group_size(group)`` (see presence.py).
+    #: ``presence``: ``group_members(group)`` and ``group_size(group)``.
     extensions = ["groups", "flush", "ask", "exclude", "capacity", "presence"]
 
     #: Bytes reserved for the envelope around a message body (pid, names, reply address).
     ENVELOPE_ALLOWANCE = 512
     #: Shown in errors, e.g. "Redis" or "NATS".
     broker_name = "the broker"
+    invalid_name_error = INVALID_NAME
 
     def __init__(
         self,
@@ -98,6 +110,8 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
             raise TypeError(f"capacity must be a positive integer, got {capacity!r}")
         if channel_capacity is not None and not isinstance(channel_capacity, dict):
             raise TypeError("channel_capacity must be a dict of {glob or regex: capacity}")
+        if not isinstance(presence, bool):
+            raise TypeError(f"presence must be True or False, got {presence!r}")
         super().__init__(
             expiry=positive_number("expiry", expiry),
             capacity=capacity,
@@ -106,8 +120,6 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
         self.channel_capacity = self.compile_capacities(channel_capacity or {})
         self.group_expiry = positive_number("group_expiry", group_expiry)
         self.prefix = prefix
-        if not isinstance(presence, bool):
-            raise TypeError(f"presence must be True or False, got {presence!r}")
         #: Whether processes keep an entry in the broker's registry (group_members, group_size).
         self.presence = presence
         # Kept only as Fernet objects: no attribute, repr or error shows a key.
@@ -119,18 +131,16 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
         self.drop_log = DropLog(self.counters, on_report=self._report_drops)
         #: Seconds to the answer of each answered ask (see stats()).
         self.ask_latency = LatencyHistogram()
-        self.sweep_interval = min(self.expiry, 30.0)
-        self._processes: dict[asyncio.AbstractEventLoop, LayerProcess] = {}
-        self._owners: dict[str, str] = {}  # see _owner_of
-        self._valid_groups: set[str] = set()  # group names already validated (bounded)
         #: Chooses the pid of this layer's process on the running loop; MultiChannelLayer sets
         #: it so that all its children share one pid (and so one channel name) per loop.
         self.pid_source: Callable[[], str] | None = None
-        self._starting: dict[asyncio.AbstractEventLoop, asyncio.Future[None]] = {}
+        self._routers: dict[asyncio.AbstractEventLoop, Router] = {}
         self._hooked_loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
         self._failed_starts: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, tuple[float, BrokerUnavailable]
         ] = weakref.WeakKeyDictionary()
+        self._owners: dict[str, str] = {}  # see _owner_of
+        self._valid_groups: set[str] = set()  # group names already validated (bounded)
 
     @abc.abstractmethod
     def make_transport(self, events: TransportEvents) -> Transport:
@@ -148,108 +158,98 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
         """Whether this layer encrypts what it sends through the broker."""
         return self._fernet is not None
 
-    # -- per-event-loop processes --------------------------------------------------------------
+    # -- this event loop's router --------------------------------------------------------------
 
-    async def _process(self) -> LayerProcess:
+    def _settings(self) -> LayerSettings:
+        return LayerSettings(
+            prefix=self.prefix,
+            expiry=self.expiry,
+            group_expiry=self.group_expiry,
+            capacity=self.capacity,
+            channel_capacity=tuple(self.channel_capacity),
+            presence=self.presence,
+            broker_name=self.broker_name,
+            envelope_allowance=self.ENVELOPE_ALLOWANCE,
+        )
+
+    def _new_router(self, loop: asyncio.AbstractEventLoop) -> Router:
+        hooks = RouterHooks(
+            counters=self.counters,
+            drop=self.drop_log,
+            connection_lost=self._connection_lost,
+            connection_restored=self._connection_restored,
+            report=lambda: reported(loop, self),
+        )
+        pid = self.pid_source() if self.pid_source else secrets.token_hex(6)
+        return Router(self._settings(), pid, self.transport_for, hooks)
+
+    async def _router(self) -> Router:
+        """This event loop's router, connected (made and started on first use)."""
         loop = asyncio.get_running_loop()
-        process = self._processes.get(loop)
-        if process is not None and process.started:
-            return process
+        router = self._routers.get(loop)
+        if router is not None and router.state is State.RUNNING:
+            return router
         failed = self._failed_starts.get(loop)
         if failed is not None and monotonic() - failed[0] < RETRY_CONNECT_AFTER:
             raise failed[1].with_traceback(None)  # don't hammer a broker that just said no
-        if process is None:
-            process = LayerProcess(self, self.pid_source() if self.pid_source else None)
-            self._processes[loop] = process
+        if router is None:
+            router = self._routers[loop] = self._new_router(loop)
             if loop not in self._hooked_loops:
                 self._hooked_loops.add(loop)
                 self._close_with_loop(loop)
-        starting = self._starting.get(loop)
-        if starting is None:
-            starting = self._starting[loop] = asyncio.ensure_future(process.start())
         try:
-            await asyncio.shield(starting)
+            await router.start()
         except BaseException as exc:
-            if starting.done():
-                self._starting.pop(loop, None)
-                if not starting.cancelled() and starting.exception() is not None:
-                    self._processes.pop(loop, None)  # the next call connects afresh
-                    if isinstance(exc, BrokerUnavailable):
-                        self._failed_starts[loop] = (monotonic(), exc)
+            if router.state is State.FAILED:  # not just this caller cancelled
+                if self._routers.get(loop) is router:
+                    del self._routers[loop]  # the next call connects afresh
+                if isinstance(exc, BrokerUnavailable):
+                    self._failed_starts[loop] = (monotonic(), exc)
             raise
-        self._starting.pop(loop, None)
         self._failed_starts.pop(loop, None)
-        return process
+        return router
 
     def _close_with_loop(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Close this loop's process when the loop closes (``async_to_sync``, ``asyncio.run``)."""
+        """Close this loop's router when the loop closes (``async_to_sync``, ``asyncio.run``)."""
         original_close = loop.close
 
         def close() -> None:
-            process = self._processes.pop(loop, None)
-            if process is not None and not loop.is_closed() and not loop.is_running():
-                loop.run_until_complete(process.close())
+            router = self._routers.pop(loop, None)
+            if router is not None and not loop.is_closed() and not loop.is_running():
+                loop.run_until_complete(router.close())
             original_close()
 
         loop.close = close  # type: ignore[method-assign]
 
+    def _connection_lost(self, pid: str, broker: str, reason: str) -> None:
+        send_safely(
+            broker_connection_lost, type(self), layer=self, broker=broker, pid=pid, reason=reason
+        )
+
+    def _connection_restored(self, pid: str, broker: str, down_for: float) -> None:
+        send_safely(
+            broker_connection_restored,
+            type(self),
+            layer=self,
+            broker=broker,
+            pid=pid,
+            down_for=down_for,
+        )
+
+    def _report_drops(self, reason: str, count: int, where: str) -> None:
+        send_safely(
+            messages_dropped, type(self), layer=self, reason=reason, count=count, where=where
+        )
+
     # -- validation ----------------------------------------------------------------------------
 
     def require_valid_channel_name(self, name: Any, receive: bool = False) -> bool:
-        if not isinstance(name, str) or len(name) >= self.MAX_NAME_LENGTH:
-            raise TypeError(self.invalid_name_error.format("Channel"))
-        if not CHANNEL_RE.fullmatch(name):
-            raise TypeError(self.invalid_name_error.format("Channel"))
+        check_channel_name(name)
         return True
 
     def require_valid_group_name(self, name: Any) -> bool:
-        if not isinstance(name, str) or len(name) >= self.MAX_NAME_LENGTH:
-            raise TypeError(self.invalid_name_error.format("Group"))
-        if not GROUP_RE.fullmatch(name):
-            raise TypeError(self.invalid_name_error.format("Group"))
+        check_group_name(name)
         return True
-
-    @staticmethod
-    def _require_valid_message(message: Any) -> None:
-        if not isinstance(message, dict):
-            raise TypeError(f"message must be a dict, not {type(message).__name__}")
-        for key in RESERVED_KEYS:
-            if key in message:
-                raise ValueError(f"message must not contain the reserved key {key!r}")
-
-    def _require_process_channel_pid(self, channel: str) -> str:
-        pid = owner_pid(channel)
-        if pid is None:
-            raise ValueError(
-                f"{channel!r} is not a process-specific channel of this layer: names with '!' "
-                f"must come from this layer's new_channel()"
-            )
-        return pid
-
-    # -- channel layer API ---------------------------------------------------------------------
-
-    async def send(self, channel: str, message: dict[str, Any]) -> None:
-        """Send ``message`` to ``channel``; ``ChannelFull`` if the sender can see it is full."""
-        owner = self._owners.get(channel)
-        if owner is None:
-            owner = self._owner_of(channel)
-        if type(message) is not dict or "__asgi_channel__" in message or ASK_KEY in message:
-            self._require_valid_message(message)  # raises, or accepts a dict subclass
-        body = envelope.pack_body(message)
-        process = self._processes.get(asyncio.get_running_loop())
-        if process is None or not process.started:
-            process = await self._process()
-        if len(body) > process.max_body:
-            process.check_size(body)
-        if not owner:
-            await process.send_to_worker_channel(channel, body)
-        elif owner == process.pid:
-            process.deliver(channel, body, raise_full=True)
-        else:
-            subject, header, frame_key = process.channel_route(owner, channel)
-            payload = envelope.with_body(header, body)
-            if not process.outbox.collect(subject, payload, frame_key):  # common: no await
-                await process.outbox.publish(subject, payload, frame_key)
 
     def _owner_of(self, channel: str) -> str:
         """The pid that owns a process channel, ``""`` for a worker channel (validated, cached).
@@ -257,40 +257,12 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
         Consumers send to the same few channels over and over; remembering the answer saves
         the name checks on every send. The cache is bounded by starting afresh when full.
         """
-        self.require_valid_channel_name(channel)
-        owner = self._require_process_channel_pid(channel) if "!" in channel else ""
+        check_channel_name(channel)
+        owner = process_channel_owner(channel) if "!" in channel else ""
         if len(self._owners) >= _NAME_CACHE_SIZE:
             self._owners.clear()
         self._owners[channel] = owner
         return owner
-
-    async def receive(self, channel: str) -> dict[str, Any]:
-        """Wait for the next message on ``channel`` (of this process, or a worker channel)."""
-        process = self._processes.get(asyncio.get_running_loop())
-        if process is not None and process.listening and "!" in channel:
-            mailbox = process.mailboxes.get(channel)
-            if mailbox is not None:  # the hot path: a channel of ours, already checked
-                body = mailbox.get_nowait()
-                message = self._message_in(body if body is not None else await mailbox.get())
-                if message is not None:
-                    return message  # else it was dropped: wait for the next one below
-        self.require_valid_channel_name(channel)
-        process = await self._process()
-        if "!" in channel:
-            if self._require_process_channel_pid(channel) != process.pid:
-                raise ValueError(
-                    f"cannot receive on {channel!r}: it belongs to another process (or event "
-                    f"loop); receive only on channels this process made with new_channel()"
-                )
-            mailbox = process.mailbox(channel)
-            await process.listen()
-        else:
-            mailbox = process.mailbox(channel)
-            process.ensure_fetcher(channel, mailbox)
-        while True:
-            message = self._message_in(await mailbox.get())
-            if message is not None:
-                return message
 
     def _message_in(self, body: bytes) -> dict[str, Any] | None:
         """The message a body holds; ``None`` if it holds none (a peer speaking another format),
@@ -307,6 +279,49 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
             return None
         return message
 
+    # -- channel layer API ---------------------------------------------------------------------
+
+    # send, receive and group_send are the hot paths: what they share is written out in each
+    # (a check of the message, a look-up of the running loop's router) instead of in a helper,
+    # because a function call is a tenth of what a local send costs.
+
+    async def send(self, channel: str, message: dict[str, Any]) -> None:
+        """Send ``message`` to ``channel``; ``ChannelFull`` if the sender can see it is full."""
+        owner = self._owners.get(channel)
+        if owner is None:
+            owner = self._owner_of(channel)
+        if type(message) is not dict or _ASGI_KEY in message or _ASK_KEY in message:
+            check_message(message)  # raises, or accepts a dict subclass
+        body = envelope.pack_body(message)
+        router = self._routers.get(asyncio.get_running_loop())
+        if router is None or router.state is not _RUNNING:
+            router = await self._router()
+        unfinished = router.send(channel, owner, body)
+        if unfinished is not None:  # common: none (delivered, or queued for this turn's frames)
+            await unfinished
+
+    async def receive(self, channel: str) -> dict[str, Any]:
+        """Wait for the next message on ``channel`` (of this process, or a worker channel)."""
+        router = self._routers.get(asyncio.get_running_loop())
+        if router is not None and router.state is _RUNNING:
+            body = router.take(channel)  # the hot path: a message waits (its name was checked)
+            if body is not None:
+                message = self._message_in(body)
+                if message is not None:
+                    return message
+        owner = self._owners.get(channel)
+        if owner is None:
+            owner = self._owner_of(channel)
+        if router is None or router.state is not _RUNNING:
+            router = await self._router()
+        while True:
+            body = router.take(channel)
+            if body is None:
+                body = await router.receive(channel, owner)
+            message = self._message_in(body)
+            if message is not None:
+                return message  # else it was dropped: wait for the next one
+
     async def new_channel(self, prefix: str = "specific", *, capacity: int | None = None) -> str:
         """A new channel name that only this process receives on.
 
@@ -316,70 +331,57 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
         """
         check_capacity(capacity)
         prefix = prefix.rstrip(".")
-        process = await self._process()
-        await process.listen()
-        process.maybe_sweep()
-        channel = f"{prefix}.{process.pid}!{secrets.token_hex(8)}"
-        self.require_valid_channel_name(channel)
-        process.mailbox(channel, capacity)
-        return channel
+        check_channel_name(f"{prefix}.{'0' * 12}!{'0' * 16}")
+        router = await self._router()
+        return await router.new_channel(prefix, capacity)
 
     async def open_channel(self, channel: str, *, capacity: int | None = None) -> None:
         """Start receiving for a channel name that carries this process's pid, made elsewhere.
 
         ``MultiChannelLayer`` uses this so every child receives the name one child made.
         """
-        self.require_valid_channel_name(channel)
+        check_channel_name(channel)
         check_capacity(capacity)
-        process = await self._process()
-        if self._require_process_channel_pid(channel) != process.pid:
+        router = await self._router()
+        if process_channel_owner(channel) != router.pid:
             raise ValueError(f"{channel!r} does not carry this process's pid")
-        await process.listen()
-        process.mailbox(channel, capacity)
+        await router.open_channel(channel, capacity)
 
     async def flush(self) -> None:
         """Forget this process's messages and groups, and delete stored worker queues."""
-        process = await self._process()
-        await process.flush()
+        await (await self._router()).flush()
 
     async def close(self) -> None:
         """Close this event loop's connection. The layer reconnects if used again."""
-        loop = asyncio.get_running_loop()
-        process = self._processes.pop(loop, None)
-        if process is not None:
-            await process.close()
+        router = self._routers.pop(asyncio.get_running_loop(), None)
+        if router is not None:
+            await router.close()
 
     # -- groups extension ----------------------------------------------------------------------
 
+    def _member_owner(self, group: str, channel: str) -> str | None:
+        """The owner of ``channel`` as a group member, validated; ``None`` for a worker
+        channel (never a member)."""
+        check_group_name(group)
+        check_channel_name(channel)
+        return process_channel_owner(channel) if "!" in channel else None
+
     async def group_add(self, group: str, channel: str) -> None:
         """Add a process-specific channel to ``group`` for ``group_expiry`` seconds."""
-        self.require_valid_group_name(group)
-        self.require_valid_channel_name(channel)
-        if "!" not in channel:
+        owner = self._member_owner(group, channel)
+        if owner is None:
             raise ValueError(
                 f"cannot add worker channel {channel!r} to group {group!r}: channels_neffos "
                 f"groups hold process-specific channels (from new_channel()); send to the "
                 f"worker channel directly instead"
             )
-        pid = self._require_process_channel_pid(channel)
-        process = await self._process()
-        if pid == process.pid:
-            await process.group_add_local(group, channel)
-        else:
-            await process.change_remote_membership("group_add", group, channel, pid)
+        await (await self._router()).group_add(group, channel, owner)
 
     async def group_discard(self, group: str, channel: str) -> None:
         """Remove ``channel`` from ``group``; nothing sent to the group reaches it afterwards."""
-        self.require_valid_group_name(group)
-        self.require_valid_channel_name(channel)
-        if "!" not in channel:
-            return  # worker channels are never members (see group_add)
-        pid = self._require_process_channel_pid(channel)
-        process = await self._process()
-        if pid == process.pid:
-            await process.group_discard_local(group, channel)
-        else:
-            await process.change_remote_membership("group_discard", group, channel, pid)
+        owner = self._member_owner(group, channel)
+        if owner is not None:  # worker channels are never members (see group_add)
+            await (await self._router()).group_discard(group, channel, owner)
 
     async def group_send(
         self, group: str, message: dict[str, Any], *, exclude: str | None = None
@@ -390,28 +392,21 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
         message — typically the sender's own — and is honoured by every process.
         """
         if group not in self._valid_groups:  # validated once: apps send to few groups often
-            self.require_valid_group_name(group)
+            check_group_name(group)
             if len(self._valid_groups) >= _NAME_CACHE_SIZE:
                 self._valid_groups.clear()
             self._valid_groups.add(group)
-        if type(message) is not dict or "__asgi_channel__" in message or ASK_KEY in message:
-            self._require_valid_message(message)
-        if exclude is not None:
-            self.require_valid_channel_name(exclude)
+        if type(message) is not dict or _ASGI_KEY in message or _ASK_KEY in message:
+            check_message(message)
         body = envelope.pack_body(message)
-        process = await self._process()
-        if len(body) > process.max_body:
-            process.check_size(body)
-        process.deliver_to_group(group, body, exclude)
-        subject, header, frame_key = process.group_route(group)
-        if exclude is None:
-            payload = envelope.with_body(header, body)
-        else:
-            payload = envelope.encode(
-                envelope.Envelope(envelope.GROUP, process.pid, group, body, None, None, exclude)
-            )
-        if not process.outbox.collect(subject, payload, frame_key):
-            await process.outbox.publish(subject, payload, frame_key)
+        if exclude is not None:
+            check_channel_name(exclude)
+        router = self._routers.get(asyncio.get_running_loop())
+        if router is None or router.state is not _RUNNING:
+            router = await self._router()
+        unfinished = router.group_send(group, body, exclude)
+        if unfinished is not None:
+            await unfinished
 
     # -- presence extension --------------------------------------------------------------------
 
@@ -419,20 +414,18 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
         """The channels in ``group`` on every process, sorted.
 
         Exact as soon as ``group_add``/``group_discard`` have returned, from any process; see
-        :mod:`channels_neffos.presence` for how, and for the bounds after a crash. Raises
+        :mod:`channels_neffos._core.roster` for how, and for the bounds after a crash. Raises
         ``PresenceUnavailable`` if the broker keeps no registry of processes (NATS without
         JetStream).
         """
-        self.require_valid_group_name(group)
-        process = await self._process()
-        answers = await process.presence.gather(PRESENCE_MEMBERS, group)
+        check_group_name(group)
+        answers = await (await self._router()).gather(MEMBERS, group)
         return sorted({channel for answer in answers for channel in answer})
 
     async def group_size(self, group: str) -> int:
         """How many channels are in ``group`` on every process (as ``group_members``)."""
-        self.require_valid_group_name(group)
-        process = await self._process()
-        return sum(await process.presence.gather(PRESENCE_SIZE, group))
+        check_group_name(group)
+        return sum(await (await self._router()).gather(SIZE, group))
 
     # -- status --------------------------------------------------------------------------------
 
@@ -444,7 +437,7 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
             broker=self._broker_url(),
             prefix=self.prefix,
             counters=dict(self.counters),
-            processes=[process_stats(process) for process in list(self._processes.values())],
+            processes=[router.snapshot() for router in list(self._routers.values())],
             ask_latency=self.ask_latency.snapshot(),
         )
 
@@ -453,29 +446,22 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
         ``BrokerUnavailable`` if the broker is down or the message is not back within
         ``timeout`` seconds. For health checks (``manage.py neffos ping``)."""
         timeout = positive_number("timeout", timeout)
-        process = await self._process()
-        return await broker_round_trip(process, await self.new_channel("ping"), timeout)
-
-    def _report_drops(self, reason: str, count: int, where: str) -> None:
-        send_safely(
-            messages_dropped, type(self), layer=self, reason=reason, count=count, where=where
-        )
+        return await (await self._router()).ping(timeout)
 
     def _broker_url(self) -> str:
-        for process in list(self._processes.values()):
-            return process.transport.url
-        # No process yet: a transport only to read its address (it connects nothing until used).
+        for router in list(self._routers.values()):
+            return router.url
+        # No router yet: a transport only to read its address (it connects nothing until used).
         return self.make_transport(IgnoredEvents()).url
 
     async def instances(self) -> list[ProcessStats]:
         """A snapshot of every live process of this prefix, on every instance, this one first:
         each answers with its own :class:`~channels_neffos.stats.ProcessStats`. Raises
         ``PresenceUnavailable`` as ``group_members`` does."""
-        process = await self._process()
-        answers = await process.presence.gather(PROCESS_STATS, "")
+        answers = await (await self._router()).gather(PROCESS_STATS, "")
         return [ProcessStats.from_dict(answer) for answer in answers]
 
-    # -- ask extension (channels_neffos.asks) --------------------------------------------------
+    # -- ask extension -------------------------------------------------------------------------
 
     async def ask(
         self, channel: str, message: dict[str, Any], timeout: float = DEFAULT_ASK_TIMEOUT
@@ -488,12 +474,15 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
         told from a slow one and ends in ``AskTimeout``), ``AskTimeout`` when no reply comes
         within ``timeout`` seconds, ``AskError`` when the receiver replied with an error.
         """
-        self.require_valid_channel_name(channel)
-        self._require_valid_message(message)
+        check_channel_name(channel)
+        check_message(message)
         timeout = positive_number("timeout", timeout)
-        process = await self._process()
-        owner = self._require_process_channel_pid(channel) if "!" in channel else None
-        return await self._timed(asks.ask_channel(process, channel, owner, message, timeout))
+        owner = process_channel_owner(channel) if "!" in channel else ""
+        router = await self._router()
+        started = monotonic()
+        answer = await router.ask(channel, owner, message, timeout)
+        self.ask_latency.observe(monotonic() - started)
+        return answer
 
     async def group_ask(
         self, group: str, message: dict[str, Any], timeout: float = DEFAULT_ASK_TIMEOUT
@@ -503,28 +492,25 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
         ``NoResponders`` at once when no process has members in the group; later replies are
         dropped.
         """
-        self.require_valid_group_name(group)
-        self._require_valid_message(message)
+        check_group_name(group)
+        check_message(message)
         timeout = positive_number("timeout", timeout)
-        process = await self._process()
-        return await self._timed(asks.ask_group(process, group, message, timeout))
-
-    async def _timed(self, request: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+        router = await self._router()
         started = monotonic()
-        answer = await request
+        answer = await router.group_ask(group, message, timeout)
         self.ask_latency.observe(monotonic() - started)
         return answer
 
     async def reply(self, request: dict[str, Any], response: dict[str, Any]) -> None:
         """Answer an ask. ``request`` is the message as received. A second reply is ignored."""
-        self._require_valid_message(response)
-        await asks.send_reply(await self._process(), request, envelope.REPLY_OK, response)
+        check_message(response)
+        await (await self._router()).reply(request, envelope.REPLY_OK, response)
 
     async def reply_error(self, request: dict[str, Any], text: str) -> None:
         """Answer an ask with an error: the asker raises ``AskError(text)``."""
         if not isinstance(text, str):
             raise TypeError(f"the error must be a str, not {type(text).__name__}")
-        await asks.send_reply(await self._process(), request, envelope.REPLY_ERROR, text)
+        await (await self._router()).reply(request, envelope.REPLY_ERROR, text)
 
     #: ``(reply_to, asker_pid)`` of a received ask; ``ValueError`` if it is not an ask.
     ask_info = staticmethod(asks.ask_info)

@@ -1,7 +1,7 @@
 // The soak benchmark's clients: a block of the run's neffos.js clients, in this one Node process.
 //
-// Usage: node soak.mjs '<json config>'   (written by benchmarks/soak.py, which starts one or more
-// of these processes and merges what they record)
+// Usage: node clients.mjs '<json config>'   (written by benchmarks/soak/__main__.py, which starts
+// one or more of these processes and merges what they record)
 //
 // Config: {urls: [ws url of instance A, of B], first, count, rooms, roomsPerClient, seed,
 //          broadcastEvery, churnEvery, askEvery ([min s, max s] each), askTimeoutMs,
@@ -40,7 +40,9 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 // Node resolves packages next to the importing script: resolve them from testproject/ instead.
-const requireFromTestproject = createRequire(path.join(here, "..", "testproject", "package.json"));
+const requireFromTestproject = createRequire(
+  path.join(here, "..", "..", "testproject", "package.json"),
+);
 const neffos = (await import(pathToFileURL(requireFromTestproject.resolve("neffos.js")).href)).default;
 
 const config = JSON.parse(process.argv[2]);

@@ -1,10 +1,9 @@
 """Coalescing publishes: a burst of messages for one receiver leaves as one broker message.
 
-Every publish of a :class:`~channels_neffos.process.LayerProcess` goes through its
-:class:`Outbox`. The broker, the client library and the receiving process all pay per broker
-message — a RESP reply to parse, a ``Msg`` object, a callback — far more than per byte, so a
-producer that sends many messages to one process's channels (or to one group) in a row should
-not pay that for each of them.
+Every publish of a router (:mod:`.router`) goes through its :class:`Outbox`. The broker, the
+client library and the receiving process all pay per broker message — a RESP reply to parse, a
+``Msg`` object, a callback — far more than per byte, so a producer that sends many messages to
+one process's channels (or to one group) in a row should not pay that for each of them.
 
 Semantics:
 
@@ -23,7 +22,8 @@ Semantics:
   a frame of several is a msgpack array of envelopes (:func:`channels_neffos.envelope.frame`).
   A frame never exceeds :data:`FRAME_BYTES` unless it holds a single larger message.
 * **Loss is counted.** A frame that cannot be handed to the broker (connection down) loses every
-  message in it; they are dropped, counted as ``broker_down`` and logged, never silently.
+  message in it; they are reported to ``on_lost`` (the router counts them as ``broker_down``
+  and logs them), never silently.
 * **Back-pressure.** After each :data:`FRAME_BYTES` collected, the publisher hands its frames to
   the transport and gives the event loop a turn, so that readers in this process (and the
   socket) keep up with a producer that never awaits anything else.
@@ -31,6 +31,7 @@ Semantics:
 The outbox relies on one promise of :meth:`Transport.publish
 <channels_neffos.transports.base.Transport.publish>`: the payload is queued, in order, before the
 call first suspends. That is what lets a publish made while another one is suspended go behind it.
+The outbox is given that method and nothing else of the transport.
 """
 
 from __future__ import annotations
@@ -38,12 +39,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
-from . import envelope
-from .transports.base import Transport
+from .. import envelope
+from .._aio import log_failure
+from ..transports.base import Subject
 
 logger = logging.getLogger("channels_neffos")
+
+Publish = Callable[[Subject, bytes], Awaitable[None]]
 
 #: The largest frame the outbox builds from several messages, in bytes, and how much it collects
 #: before handing frames to the transport and yielding.
@@ -57,7 +61,7 @@ _ARRAY_HEADER_BYTES = 5
 class _Frame:
     __slots__ = ("key", "payloads", "size", "subject")
 
-    def __init__(self, subject: str, payload: bytes, key: str) -> None:
+    def __init__(self, subject: Subject, payload: bytes, key: str) -> None:
         self.subject = subject
         self.key = key
         self.payloads = [payload]
@@ -67,10 +71,13 @@ class _Frame:
 class Outbox:
     """Publishes of one process to one transport, coalesced per frame key within a loop turn."""
 
-    def __init__(self, transport: Transport, on_lost: Callable[[str, int], None]) -> None:
-        self._transport = transport
+    def __init__(self, publish: Publish, on_lost: Callable[[Subject, int], None]) -> None:
+        self._publish = publish  # the transport's publish
         #: Called with (subject, how many messages) when a frame could not be published.
         self._on_lost = on_lost
+        #: The largest frame to build of several messages: at most the broker's max payload
+        #: (set once connected; FRAME_BYTES until then).
+        self.max_frame = FRAME_BYTES
         #: How many messages were handed to the broker (in frames), for stats.
         self.published = 0
         self._frames: deque[_Frame] = deque()
@@ -83,7 +90,7 @@ class Outbox:
         """How many messages wait for the end of this turn."""
         return sum(len(frame.payloads) for frame in self._frames)
 
-    def collect(self, subject: str, payload: bytes, key: str | None = None) -> bool:
+    def collect(self, subject: Subject, payload: bytes, key: str | None = None) -> bool:
         """Add ``payload`` to this turn's frames if it may wait for the end of the turn.
 
         ``key`` is its frame key (default: the subject). ``False`` if it may not wait — it is
@@ -94,10 +101,10 @@ class Outbox:
             self._collected + len(payload) >= FRAME_BYTES
         ):
             return False
-        self._add(subject, payload, key or subject)
+        self._add(subject, payload, key or subject.name)
         return True
 
-    def _add(self, subject: str, payload: bytes, key: str) -> None:
+    def _add(self, subject: Subject, payload: bytes, key: str) -> None:
         size = len(payload)
         frames = self._frames
         last = frames[-1] if frames else None
@@ -105,8 +112,7 @@ class Outbox:
             last is not None
             and last.key == key
             # max_payload is known once connected; leave room for the frame's array header
-            and last.size + size + _ARRAY_HEADER_BYTES
-            <= min(FRAME_BYTES, self._transport.max_payload)
+            and last.size + size + _ARRAY_HEADER_BYTES <= self.max_frame
         ):
             last.payloads.append(payload)
             last.size += size
@@ -114,9 +120,9 @@ class Outbox:
             frames.append(_Frame(subject, payload, key))
         self._collected += size
 
-    async def publish(self, subject: str, payload: bytes, key: str | None = None) -> None:
+    async def publish(self, subject: Subject, payload: bytes, key: str | None = None) -> None:
         """Publish one encoded envelope to ``subject`` (at once, or with this turn's frames)."""
-        key = key or subject
+        key = key or subject.name
         if self.collect(subject, payload, key):
             return
         if not self._frames and not self._turn_open:
@@ -134,7 +140,9 @@ class Outbox:
         self._turn_open = False
         if self._frames and self._sending is None:
             sending = asyncio.get_running_loop().create_task(self._flush_in_background())
-            sending.add_done_callback(_log_failure)
+            sending.add_done_callback(
+                lambda task: log_failure(logger, "handing collected messages to the broker", task)
+            )
             self._sending = sending
 
     async def _flush_in_background(self) -> None:
@@ -151,9 +159,9 @@ class Outbox:
             self._collected -= frame.size
             await self._send(frame.subject, envelope.frame(frame.payloads), len(frame.payloads))
 
-    async def _send(self, subject: str, payload: bytes, count: int) -> None:
+    async def _send(self, subject: Subject, payload: bytes, count: int) -> None:
         try:
-            await self._transport.publish(subject, payload)
+            await self._publish(subject, payload)
         except ConnectionError:
             self._on_lost(subject, count)
         else:
@@ -166,11 +174,3 @@ class Outbox:
         if sending is not None:
             sending.cancel()
             await asyncio.gather(sending, return_exceptions=True)
-
-
-def _log_failure(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        logger.error(
-            "channels_neffos could not hand collected messages to the broker",
-            exc_info=task.exception(),
-        )

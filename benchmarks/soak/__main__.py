@@ -7,11 +7,11 @@ broker restart in the middle. Not part of the test suite or CI.
 
 What runs: a private ``nats-server`` (JetStream on: the chat's ``who`` needs presence) or
 ``redis-server`` on a free port (:mod:`channels_neffos.testing.brokers`); two testproject
-instances under daphne (``testproject/instances.py``; settings ``benchmarks.soak_settings``:
+instances under daphne (``testproject/instances.py``; settings ``benchmarks.soak.settings``:
 testproject's with timed, levelled log lines, ``DEBUG`` off); and ``--node-processes`` Node
-processes running ``benchmarks/soak.mjs``, the real ``neffos.js`` client. Client *i* connects
-to instance *i* mod 2, to the chat namespace, and is in ``ROOMS_PER_CLIENT`` rooms of
-``clients * ROOMS_PER_CLIENT / ROOM_SIZE`` (about ``ROOM_SIZE`` members each, on both
+processes running ``clients.mjs`` (next to this file), the real ``neffos.js`` client. Client
+*i* connects to instance *i* mod 2, to the chat namespace, and is in ``ROOMS_PER_CLIENT`` rooms
+of ``clients * ROOMS_PER_CLIENT / ROOM_SIZE`` (about ``ROOM_SIZE`` members each, on both
 instances). Once every client is connected, each one, on its own jittered timers:
 
 * broadcasts a ``chat`` message into one of its rooms every ``BROADCAST_EVERY`` seconds (the
@@ -24,7 +24,7 @@ instances). Once every client is connected, each one, on its own jittered timers
 
 At ``--outage-at`` seconds the broker is SIGKILLed and started again on the same port
 ``--outage-seconds`` later. Meanwhile the driver samples every process's RSS and CPU (psutil,
-every ``SAMPLE_EVERY`` s). Afterwards :mod:`benchmarks.soak_report` judges what the clients
+every ``sampler.SAMPLE_EVERY`` s). Afterwards :mod:`benchmarks.soak.judge` judges what the clients
 logged — losses, latencies, asks, errors, recovery — and the servers' output; the JSON and a
 plot go to ``--out`` (default ``docs/benchmarks/soak.json`` and ``.png`` for NATS,
 ``soak_redis.*`` for Redis). The run's raw material stays in ``benchmarks/results/soak-*/``:
@@ -42,28 +42,27 @@ import datetime
 import json
 import os
 import platform
-import queue
 import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any
+from typing import Any
 
 import psutil  # type: ignore[import-untyped]
 
 from channels_neffos.testing.brokers import BrokerProcess, NatsServer, RedisServer, free_port
 
-from . import soak_report
+from . import judge, report
+from .node import NodeClients
+from .sampler import Sampler
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "testproject"))
 from instances import instance_environment, start_instance, wait_listening  # noqa: E402
 
@@ -80,8 +79,6 @@ ROOM_SIZE = 30
 ASK_TIMEOUT_MS = 10_000
 #: After the last action: time for late deliveries and answers, before the clients close.
 DRAIN_MS = 5_000
-#: RSS/CPU sampling period, seconds.
-SAMPLE_EVERY = 2.0
 
 
 class Stopped(Exception):
@@ -90,138 +87,6 @@ class Stopped(Exception):
 
 def _raise_stopped(signum: int, frame: FrameType | None) -> None:
     raise Stopped(signal.Signals(signum).name)
-
-
-@dataclass
-class Sampler:
-    """Samples RSS (MB) and CPU (% of one core) of the instances, the broker and the Node
-    processes, and the whole machine's CPU and load."""
-
-    instances: dict[str, psutil.Process]
-    broker: BrokerProcess
-    node: list[psutil.Process]
-    samples: list[dict[str, Any]] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _broker_process: psutil.Process | None = None
-
-    def _broker_now(self) -> psutil.Process | None:
-        # BrokerProcess keeps its Popen private; a restart makes a new process, a new pid.
-        popen = getattr(self.broker, "_process", None)
-        if popen is None or popen.poll() is not None:
-            return None
-        if self._broker_process is None or self._broker_process.pid != popen.pid:
-            self._broker_process = psutil.Process(popen.pid)
-            self._broker_process.cpu_percent(None)
-        return self._broker_process
-
-    def sample(self) -> None:
-        row: dict[str, Any] = {"t": time.time()}
-        processes: dict[str, psutil.Process | None] = {
-            **self.instances,
-            "broker": self._broker_now(),
-        }
-        for name, process in processes.items():
-            try:
-                row[name] = process.memory_info().rss / 2**20 if process else None
-                row[f"{name}_cpu"] = process.cpu_percent(None) if process else None
-            except psutil.Error:
-                row[name] = row[f"{name}_cpu"] = None
-        node_rss = node_cpu = 0.0
-        for process in self.node:
-            with suppress(psutil.Error):
-                node_rss += process.memory_info().rss / 2**20
-                node_cpu += process.cpu_percent(None)
-        row["node"], row["node_cpu"] = node_rss, node_cpu
-        # The machine is shared: what everyone else used shows as machine - ours.
-        row["machine_cpu"] = psutil.cpu_percent(None) * (os.cpu_count() or 1)
-        row["load_1min"] = os.getloadavg()[0]
-        self.samples.append(row)
-
-    def run(self) -> None:
-        psutil.cpu_percent(None)  # the first call only starts the measurement, as below
-        for process in [*self.instances.values(), *self.node]:
-            with suppress(psutil.Error):
-                process.cpu_percent(None)
-        while not self._stop.wait(SAMPLE_EVERY):
-            self.sample()
-
-    def start(self) -> threading.Thread:
-        thread = threading.Thread(target=self.run, name="rss-sampler", daemon=True)
-        thread.start()
-        return thread
-
-    def stop(self) -> None:
-        self._stop.set()
-
-
-class NodeClients:
-    """One ``node soak.mjs`` process: its JSON lines arrive on ``lines`` (read by a thread)."""
-
-    def __init__(self, config: dict[str, Any], stderr: IO[bytes]) -> None:
-        self.process = subprocess.Popen(
-            ["node", str(REPO / "benchmarks" / "soak.mjs"), json.dumps(config)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            text=True,
-        )
-        self.lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self.last: dict[str, dict[str, Any]] = {}  # the last line of each phase
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            with suppress(json.JSONDecodeError):
-                self.lines.put(json.loads(line))
-        self.lines.put(None)  # end of output
-
-    def wait_for(self, phase: str, deadline: float) -> dict[str, Any]:
-        """The next line of ``phase``; progress lines met on the way are printed."""
-        while True:
-            try:
-                line = self.lines.get(timeout=max(0.1, deadline - time.monotonic()))
-            except queue.Empty:
-                raise RuntimeError(f"no {phase!r} from node within the time limit") from None
-            if line is None:
-                raise RuntimeError(f"node exited ({self.process.wait()}) before {phase!r}")
-            self.last[line["phase"]] = line
-            if line["phase"] == "error":
-                raise RuntimeError(f"node failed: {line['error']}")
-            if line["phase"] == phase:
-                return line
-            if line["phase"] == "progress":
-                _print_progress(line)
-
-    def start(self, start_ms: float, stop_ms: float) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(json.dumps({"start": start_ms, "stop": stop_ms}) + "\n")
-        self.process.stdin.flush()
-
-    def drain_progress(self) -> None:
-        while True:
-            try:
-                line = self.lines.get_nowait()
-            except queue.Empty:
-                return
-            if line is None:
-                self.lines.put(None)
-                return
-            self.last[line["phase"]] = line
-            if line["phase"] == "progress":
-                _print_progress(line)
-            else:
-                self.lines.put(line)  # for wait_for
-                return
-
-
-def _print_progress(line: dict[str, Any]) -> None:
-    print(
-        f"  node: sent {line['sent']}, received {line['received']}, asks {line['asks']} "
-        f"({line['askFailures']} failed), joins {line['joins']}, errors {line['errors']}, "
-        f"loop lag ≤ {line['loop_lag_max_ms']:.0f} ms",
-        flush=True,
-    )
 
 
 def _stop_process(process: subprocess.Popen[Any] | None, grace: float = 10) -> None:
@@ -261,7 +126,7 @@ def run(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
     env = instance_environment(dict(os.environ))
     env.update(
         {
-            "DJANGO_SETTINGS_MODULE": "benchmarks.soak_settings",
+            "DJANGO_SETTINGS_MODULE": "benchmarks.soak.settings",
             "DJANGO_DEBUG": "0",
             "PYTHONUNBUFFERED": "1",  # log lines reach the file when they happen
             "CHANNEL_LAYER": args.broker,
@@ -328,7 +193,7 @@ def run(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
             start = time.time() + 1.0
             stop = start + args.minutes * 60
             timeline["start"], timeline["stop"] = start, stop
-            timeline["clients_closing"] = stop + DRAIN_MS / 1000  # soak.mjs closes them then
+            timeline["clients_closing"] = stop + DRAIN_MS / 1000  # clients.mjs closes them then
             for n in node:
                 n.start(start * 1000, stop * 1000)
 
@@ -431,7 +296,9 @@ def soak(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.soak", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--broker", choices=("nats", "redis"), default="nats")
@@ -464,11 +331,11 @@ def main(argv: list[str] | None = None) -> int:
         name = "soak.json" if broker == "nats" else f"soak_{broker}.json"
         args.out = REPO / "docs" / "benchmarks" / name
     print("judging the logs ...", flush=True)
-    results = soak_report.judge(parameters, happened)
+    results = judge.judge(parameters, happened)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n")
-    soak_report.plot(results, args.out.with_suffix(".png"))
-    print(soak_report.summary(results))
+    report.plot(results, args.out.with_suffix(".png"))
+    print(report.summary(results))
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
     return 0
 

@@ -33,7 +33,12 @@ import shutil
 import time
 from typing import Any
 
-from .brokers import BrokerGroup, BrokerProcess, RedisServer, find_redis_server
+from channels_neffos.testing.brokers import (
+    BrokerGroup,
+    BrokerProcess,
+    RedisServer,
+    find_redis_server,
+)
 
 
 def _text(value: object) -> str:
@@ -62,7 +67,7 @@ class SentinelProcess(BrokerProcess):
 
         client = redis.Redis(host="127.0.0.1", port=self.port, password=password, socket_timeout=5)
         try:
-            return client.execute_command(*args)  # type: ignore[no-untyped-call]
+            return client.execute_command(*args)
         finally:
             client.close()
 

@@ -35,7 +35,7 @@ import time
 import urllib.request
 from typing import Any
 
-from .brokers import BrokerGroup, NatsServer, free_port
+from channels_neffos.testing.brokers import BrokerGroup, NatsServer, free_port
 
 
 def _free_ports(count: int) -> list[int]:

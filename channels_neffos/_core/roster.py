@@ -1,4 +1,5 @@
-"""Presence: who is in a group, on every process, exact as soon as ``group_add`` has returned.
+"""The roster of live processes, for presence: who is in a group, on every process, exact as
+soon as ``group_add`` has returned (``group_members``, ``group_size``, ``layer.instances()``).
 
 Mechanism: a **registry of live processes on the broker** plus **scatter-gather with a known
 number of responders**.
@@ -34,13 +35,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from . import envelope
-from ._drops import RateLimitedLog
-from .envelope import CONTROL, Envelope
-from .exceptions import (
+from .._aio import SharedAttempt
+from .._drops import RateLimitedLog
+from ..exceptions import (
     AskError,
     AskTimeout,
     BrokerUnavailable,
@@ -48,8 +48,7 @@ from .exceptions import (
     PermissionDenied,
     PresenceUnavailable,
 )
-from .replies import Replies
-from .transports.base import ProcessRegistry, RegistryUnavailable
+from ..transports.base import ProcessRegistry, RegistryUnavailable
 
 logger = logging.getLogger("channels_neffos")
 _slow = RateLimitedLog(logger, logging.WARNING)
@@ -63,9 +62,15 @@ MEMBERS = "group_members"
 SIZE = "group_size"
 #: Asks a process for its ProcessStats (see channels_neffos.stats); the group is "".
 PROCESS_STATS = "process_stats"
+#: The questions a process answers about itself.
+QUESTIONS = (MEMBERS, SIZE, PROCESS_STATS)
+
+#: ``ask(pid, question, group)``: the answer of another process (raises NoResponders,
+#: AskTimeout or AskError as a request does).
+Ask = Callable[[str, str, str], Awaitable[Any]]
 
 
-class Presence:
+class Roster:
     """One process's part in presence: its registry entry, and the queries it makes."""
 
     def __init__(
@@ -73,8 +78,7 @@ class Presence:
         registry: Callable[[], ProcessRegistry],
         pid: str,
         url: str,
-        query_subject: Callable[[str], str],
-        replies: Replies,
+        ask: Ask,
         local_answer: Callable[[str, str], Any],
         count: Callable[[str], None],
         *,
@@ -84,8 +88,7 @@ class Presence:
         self._registry: ProcessRegistry | None = None
         self._pid = pid
         self._url = url
-        self._query_subject = query_subject
-        self._replies = replies
+        self._ask_process = ask
         self._local_answer = local_answer
         self._count = count
         self._announced = False
@@ -93,6 +96,7 @@ class Presence:
             None if enabled else RegistryUnavailable("presence is off in this layer's CONFIG")
         )
         self._renewal: asyncio.Task[None] | None = None
+        self._first_announcement = SharedAttempt(self._announce_first)
 
     def _get_registry(self) -> ProcessRegistry:
         if self._registry is None:
@@ -100,9 +104,14 @@ class Presence:
         return self._registry
 
     async def ensure_announced(self) -> None:
-        """Be listed before the first membership of this process is visible (see above)."""
-        if self._announced or self._unavailable is not None:
-            return
+        """Be listed before the first membership of this process is visible (see above).
+
+        One announcement, however many first memberships ask for it at once (they all wait for
+        it); if it fails the broker's way (``BrokerUnavailable``) the next one tries again."""
+        if not self._announced and self._unavailable is None:
+            await self._first_announcement()
+
+    async def _announce_first(self) -> None:
         try:
             await self._get_registry().announce(self._pid, PROCESS_TTL)
         except (RegistryUnavailable, PermissionDenied) as exc:
@@ -129,10 +138,11 @@ class Presence:
             return
         try:
             await self._get_registry().announce(self._pid, PROCESS_TTL)
-        except (BrokerUnavailable, ConnectionError, RegistryUnavailable) as exc:
+        except (BrokerUnavailable, RegistryUnavailable) as exc:
             logger.debug("presence: renewing this process's entry failed: %s", exc)
 
     async def close(self) -> None:
+        await self._first_announcement.cancel()
         if self._renewal is not None:
             self._renewal.cancel()
             await asyncio.gather(self._renewal, return_exceptions=True)
@@ -141,7 +151,7 @@ class Presence:
             self._announced = False
             try:  # sent, not awaited: see ProcessRegistry.retract
                 await asyncio.wait_for(self._get_registry().retract(self._pid), ANSWER_TIMEOUT)
-            except (BrokerUnavailable, ConnectionError, RegistryUnavailable, TimeoutError) as exc:
+            except (BrokerUnavailable, RegistryUnavailable, asyncio.TimeoutError) as exc:
                 logger.debug("presence: retracting this process failed (it expires): %s", exc)
 
     async def gather(self, operation: str, group: str) -> list[Any]:
@@ -152,25 +162,13 @@ class Presence:
             pids = await self._get_registry().announced()
         except (RegistryUnavailable, PermissionDenied) as exc:
             raise PresenceUnavailable(self._url, exc) from exc
-        except BrokerUnavailable:
-            raise
-        except ConnectionError as exc:  # reconnecting
-            raise BrokerUnavailable(self._url, exc) from exc
         others = [pid for pid in pids if pid != self._pid]
         answers = await asyncio.gather(*(self._ask(pid, operation, group) for pid in others))
         return [self._local_answer(operation, group), *(a for a in answers if a is not None)]
 
     async def _ask(self, pid: str, operation: str, group: str) -> Any:
-        body = envelope.pack_body({"op": operation, "group": group})
-        replies = self._replies
-
-        async def send(reply_to: str) -> None:
-            request = Envelope(CONTROL, self._pid, "", body, reply_to)
-            if await replies.publish_request(self._query_subject(pid), request) == 0:
-                raise NoResponders(pid)
-
         try:
-            return await replies.request(pid, ANSWER_TIMEOUT, send)
+            return await self._ask_process(pid, operation, group)
         except NoResponders:
             return None  # the process is gone (its entry expires): it has no members
         except AskTimeout:

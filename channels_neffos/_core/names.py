@@ -1,0 +1,90 @@
+"""The broker name scheme: every subject the layers use, in one place (the wire contract).
+
+``P`` is the layer's ``prefix``, ``pid`` a process's 12 hex digits. The parts below are joined
+by the transport's spelling (``:`` on Redis, ``.`` on NATS, escaped where NATS needs it); each
+subject is handed to the transport as a :class:`~channels_neffos.transports.base.Subject` that
+also says which key chooses its server (its *shard*) and whether it addresses one process, so
+no transport parses a name.
+
+==========================  ============================  ===========  ===========================
+subject                     parts                         shard        what it carries
+==========================  ============================  ===========  ===========================
+process wildcard            ``P <pid> *``                 ``pid``      the one subscription of a
+                                                                       process: all below
+process channel             ``P <pid> c <channel>``       ``pid``      messages to a channel it
+                                                                       owns (and asks to it)
+reply inbox                 ``P <pid> r``                 ``pid``      answers to its requests
+reply address               ``P <pid> r <token>``         ``pid``      one request's address
+                                                                       (named in envelopes)
+presence questions          ``P <pid> p``                 ``pid``      "who of a group is here"
+group                       ``P g <group>``               ``group``    a group's messages
+worker channel              ``P q <channel>``             ``channel``  a queue: one reader each
+==========================  ============================  ===========  ===========================
+
+Outside this scheme, each transport names its registry of processes (presence) as its broker
+stores it: a sorted set ``P:p:processes`` on Redis, a key-value bucket ``P_processes`` on NATS.
+
+The kinds (``c``, ``r``, ``p``, ``g``, ``q``) never collide with a pid (12 hex digits), so the
+mapping is injective; ``docs/wire.rst`` documents it for other languages.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+
+from ..transports.base import Subject
+
+CHANNEL = "c"
+REPLY = "r"
+PRESENCE = "p"
+GROUP = "g"
+QUEUE = "q"
+
+Spell = Callable[..., str]
+
+
+class Names:
+    """The subjects of one prefix, spelled by one transport."""
+
+    __slots__ = ("_prefix", "_spell", "_spell_wildcard")
+
+    def __init__(self, prefix: str, spell: Spell, spell_wildcard: Spell) -> None:
+        self._prefix = prefix
+        self._spell = spell
+        self._spell_wildcard = spell_wildcard
+
+    def process(self, pid: str) -> Subject:
+        """The wildcard a process subscribes: every subject of the process below."""
+        return Subject(self._spell_wildcard(self._prefix, pid), pid, True, True)
+
+    def channel(self, pid: str, channel: str) -> Subject:
+        return Subject(self._spell(self._prefix, pid, CHANNEL, channel), pid, True)
+
+    def reply_inbox(self, pid: str) -> Subject:
+        return Subject(self._spell(self._prefix, pid, REPLY), pid, True)
+
+    def new_reply_address(self, pid: str) -> str:
+        """A fresh reply address of ``pid``'s process (under its reply inbox)."""
+        return self._spell(self._prefix, pid, REPLY, secrets.token_hex(8))
+
+    def reply_target(self, reply_to: str, asker_pid: str, inbox: Subject) -> Subject:
+        """Where to publish an answer to ``reply_to``: the asker's reply inbox when the address
+        is under it — so answers to one process share frames; the envelope names the address —
+        else the address itself (a peer that chose its own)."""
+        if reply_to.startswith(inbox.name):
+            return inbox
+        return Subject(reply_to, asker_pid, True)
+
+    def presence(self, pid: str) -> Subject:
+        return Subject(self._spell(self._prefix, pid, PRESENCE), pid, True)
+
+    def group(self, group: str) -> Subject:
+        return Subject(self._spell(self._prefix, GROUP, group), group)
+
+    def queue(self, channel: str) -> Subject:
+        return Subject(self._spell(self._prefix, QUEUE, channel), channel)
+
+    def queues(self) -> Subject:
+        """Every worker channel's queue (a wildcard: for ``flush``)."""
+        return Subject(self._spell_wildcard(self._prefix, QUEUE), QUEUE, pattern=True)
