@@ -66,6 +66,7 @@ from channels.db import aclose_old_connections
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
+from .._core.validation import check_channel_name
 from .._drops import RateLimitedLog
 from ..exceptions import AskError, AskTimeout, MessageTooLarge
 from . import protocol
@@ -427,7 +428,7 @@ class NeffosConsumer(Membership, AsyncWebsocketConsumer):  # type: ignore[misc]
 
     async def send_to(self, connection_id: str, message: Message) -> None:
         try:
-            self.channel_layer.require_valid_channel_name(connection_id)
+            check_channel_name(connection_id)  # Channels' rules, whatever the layer
         except TypeError:
             raise Reject(f"no connection {connection_id!r}") from None
         await self.channel_layer.send(connection_id, frame_message(message))

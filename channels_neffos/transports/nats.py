@@ -116,6 +116,16 @@ def server_of(client: Client) -> str:
     return f"{url.hostname}:{url.port}" if url is not None else "no server"
 
 
+async def _close_unconnected(client: Client) -> None:
+    """Close a client whose first connect failed. nats-py 2.7 raises ``AttributeError``
+    there (it closes a transport it never opened): that must not replace the error that says
+    why the connect failed."""
+    try:
+        await client.close()
+    except Exception as exc:
+        logger.debug("closing an unconnected NATS client failed: %r", exc)
+
+
 def escape_token(token: str) -> str:
     if not token:
         return "_"
@@ -295,11 +305,11 @@ class NatsTransport(Transport):
         finally:
             if not connecting.done():  # refused, timed out, or we were cancelled
                 connecting.cancel()
-                await client.close()
+                await _close_unconnected(client)
             await asyncio.gather(connecting, return_exceptions=True)  # retrieves its exception
         failure = failure_of(connecting, refused, self._last_error, _STARTUP_TIMEOUT)
         if failure is not None:
-            await client.close()
+            await _close_unconnected(client)
             info = getattr(client, "_server_info", None)
             raise self.error(failure, server_info=info) from failure
         client.options["max_reconnect_attempts"] = reconnect_attempts
