@@ -11,15 +11,20 @@ async function main() {
     const context = await browser.newContext();
     const pageA = await context.newPage();
     const pageB = await context.newPage();
+    // A background page gets no animation frames, and Playwright waits for two before each
+    // fill and click: the page being used goes to the front first.
     for (const [page, url, name] of [[pageA, httpA, "ann"], [pageB, httpB, "ben"]]) {
+      await page.bringToFront();
       await page.goto(url);
       await page.fill("#name", name);
       await page.click("#join");
       await page.waitForSelector("#log li:has-text('you joined lobby')", { timeout: 10000 });
     }
+    await pageA.bringToFront();
     await pageA.fill("#text", "hello from the browser on A");
     await pageA.click("#send");
     await pageB.waitForSelector("#log li:has-text('ann: hello from the browser on A')", { timeout: 10000 });
+    await pageB.bringToFront();
     await pageB.click("#who");
     await pageB.waitForSelector("#log li:has-text('here: ann, ben')", { timeout: 10000 });
     await pageA.screenshot({ path: `${screenshotDir}/instance-a.png`, fullPage: true });

@@ -43,11 +43,15 @@ async function main() {
     } catch { lobby = false; }
     check("the dashboard shows the room with its 2 members (one per instance)", lobby, await text("#rooms"));
 
+    // A page in the background gets no animation frames, and Playwright waits for two before
+    // each fill and click: bring ann's page to the front (1 s per action otherwise).
+    await chats[0].bringToFront();
     for (let n = 0; n < 20; n++) {
       await chats[0].fill("#text", `message ${n}`);
       await chats[0].click("#send");
     }
     await chats[1].waitForSelector("#log li:has-text('ann: message 19')", { timeout: 10000 });
+    await dashboard.bringToFront();
     let traffic = true;
     try {
       await dashboard.waitForFunction(() => [...document.querySelectorAll("#instances tbody tr")]

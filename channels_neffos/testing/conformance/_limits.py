@@ -18,6 +18,10 @@ from ._helpers import (
     receive_within,
 )
 
+#: Seconds of ``expiry``/``group_expiry`` in the cases that wait for one to pass: short, since
+#: they must sleep it; long enough that a message sent just before its receive never expires.
+EXPIRY = 0.5
+
 
 class LimitCases:
     # -- flush and close -----------------------------------------------------------------------
@@ -113,30 +117,30 @@ class LimitCases:
 
     @pytest.mark.asyncio
     async def test_expiry_on_own_channel(self, make_layer: Callable[..., Any]) -> None:
-        layer = make_layer(expiry=1)
+        layer = make_layer(expiry=EXPIRY)
         channel = await layer.new_channel()
         await layer.send(channel, {"type": "stale"})
-        await asyncio.sleep(1.2)
+        await asyncio.sleep(EXPIRY + 0.1)  # the one thing to wait for here is the clock
         await layer.send(channel, {"type": "fresh"})
         assert (await receive_within(layer, channel))["type"] == "fresh"
 
     @pytest.mark.asyncio
     async def test_expiry_on_worker_channel(self, make_layer: Callable[..., Any]) -> None:
-        sender, reader = make_layer(expiry=1), make_layer(expiry=1)
+        sender, reader = make_layer(expiry=EXPIRY), make_layer(expiry=EXPIRY)
         channel = "exp-" + secrets.token_hex(4)
         await assert_nothing_arrives(reader, channel, wait=0.2)
         await sender.send(channel, {"type": "stale"})
-        await asyncio.sleep(1.3)
+        await asyncio.sleep(EXPIRY + 0.2)  # wall-clock send times: leave room for clock steps
         await sender.send(channel, {"type": "fresh"})
         assert (await receive_within(reader, channel))["type"] == "fresh"
 
     @pytest.mark.asyncio
     async def test_group_expiry(self, make_layer: Callable[..., Any]) -> None:
-        layer = make_layer(group_expiry=1)
+        layer = make_layer(group_expiry=EXPIRY)
         group = "g-" + secrets.token_hex(4)
         channel = await layer.new_channel()
         await layer.group_add(group, channel)
-        await asyncio.sleep(1.2)
+        await asyncio.sleep(EXPIRY + 0.1)
         await layer.group_send(group, {"type": "too late"})
         await assert_nothing_arrives(layer, channel)
 
