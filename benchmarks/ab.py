@@ -2,6 +2,7 @@
 
     python -m benchmarks.ab --base 66c848c               # layers: python -m benchmarks
     python -m benchmarks.ab --base 66c848c --e2e         # WebSocket clients: benchmarks.e2e --quick
+    python -m benchmarks.ab --base 66c848c --e2e --full  # ... at full size (200 clients each)
     python -m benchmarks.ab --base 66c848c --rounds 5 --out /tmp/ab
 
 ``--base`` is a git revision (checked out into a temporary worktree) or a directory holding
@@ -9,9 +10,12 @@ another checkout. Both versions run on this machine, in this run, with this virt
 after round they take turns (A B, then B A, ...), each run a fresh ``python -m benchmarks``
 (or ``benchmarks.e2e``) with that checkout first on ``sys.path``, so the machine's slow spells
 fall on both. Every throughput row of channels_neffos (messages, deliveries or asks per second)
-is reported as the median over the rounds of each version and their ratio, head / base; a
-ratio under ``--floor`` (0.95) is marked. Absolute numbers mean nothing across machines or runs;
-the ratio is the result.
+is reported as the median over the rounds of each version and their ratio, head / base, and as
+the ratio of the best rounds: on a machine shared with others a slow spell only ever takes
+throughput away, so the best round is what the code can do, and the median what it did. A row
+whose two ratios are both under ``--floor`` (0.95) is marked. Absolute numbers mean nothing
+across machines or runs; the ratios are the result, and every round's numbers are kept in
+``--out``.
 """
 
 from __future__ import annotations
@@ -54,12 +58,12 @@ def throughput_rows(results: dict[str, Any], *, e2e: bool) -> dict[str, float]:
     return rows
 
 
-def run_once(tree: Path, out: Path, *, e2e: bool) -> dict[str, float]:
+def run_once(tree: Path, out: Path, *, e2e: bool, full: bool = False) -> dict[str, float]:
     """One benchmark run of the checkout ``tree``; its throughput rows."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
     if e2e:
-        command = [sys.executable, "-m", "benchmarks.e2e", "--quick", "--out", str(out)]
-        command += ["--subjects", OURS_E2E]
+        command = [sys.executable, "-m", "benchmarks.e2e", "--out", str(out)]
+        command += ["--subjects", OURS_E2E] + ([] if full else ["--quick"])
     else:
         only = ",".join(OURS)
         command = [sys.executable, "-m", "benchmarks", "--only", only, "--out", str(out)]
@@ -90,27 +94,40 @@ def base_tree(base: str, scratch: Path) -> Path:
     return tree
 
 
-def compare(
-    rounds: list[dict[str, dict[str, float]]], floor: float
-) -> list[tuple[str, float, float, float, bool]]:
-    """(row, base median, head median, ratio, below the floor) for rows both versions have."""
+Row = tuple[str, float, float, float, float, bool]
+
+
+def compare(rounds: list[dict[str, dict[str, float]]], floor: float) -> list[Row]:
+    """(row, base median, head median, ratio of medians, ratio of the best rounds, below the
+    floor) for the rows both versions have."""
     table = []
     rows = sorted(set.intersection(*(set(r["base"]) & set(r["head"]) for r in rounds)))
     for row in rows:
-        base = statistics.median(r["base"][row] for r in rounds)
-        head = statistics.median(r["head"][row] for r in rounds)
-        ratio = head / base if base else float("inf")
-        table.append((row, base, head, ratio, ratio < floor))
+        base = [r["base"][row] for r in rounds]
+        head = [r["head"][row] for r in rounds]
+        median = statistics.median(head) / statistics.median(base)
+        best = max(head) / max(base)
+        table.append(
+            (
+                row,
+                statistics.median(base),
+                statistics.median(head),
+                median,
+                best,
+                max(median, best) < floor,
+            )
+        )
     return table
 
 
-def main(argv: list[str] | None = None) -> list[tuple[str, float, float, float, bool]]:
+def main(argv: list[str] | None = None) -> list[Row]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--base", required=True, help="a git revision, or a checkout directory")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each version (default 3)")
     parser.add_argument("--e2e", action="store_true", help="benchmarks.e2e --quick instead")
+    parser.add_argument("--full", action="store_true", help="with --e2e: full size, not --quick")
     parser.add_argument("--floor", type=float, default=0.95, help="the ratio to stay above")
     parser.add_argument("--out", type=Path, help="keep every run's results here")
     args = parser.parse_args(argv)
@@ -126,7 +143,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float, float, float, 
                 for version in order:
                     where = out / f"round{index}-{version}"
                     print(f"round {index + 1}/{args.rounds}: {version}", flush=True)
-                    results[version] = run_once(trees[version], where, e2e=args.e2e)
+                    results[version] = run_once(trees[version], where, e2e=args.e2e, full=args.full)
                 rounds.append(results)
         finally:
             if trees["base"].is_relative_to(scratch):
@@ -139,10 +156,10 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float, float, float, 
     if not table:
         raise SystemExit("the two versions have no throughput row in common")
     width = max(len(row) for row, *_ in table)
-    print(f"\n{'row':<{width}}  {'base':>12}  {'head':>12}  head/base")
-    for row, base, head, ratio, below in table:
+    print(f"\n{'row':<{width}}  {'base':>10}  {'head':>10}  median  best")
+    for row, base, head, median, best, below in table:
         mark = "  < floor" if below else ""
-        print(f"{row:<{width}}  {base:>12,.0f}  {head:>12,.0f}  {ratio:8.2f}{mark}")
+        print(f"{row:<{width}}  {base:>10,.0f}  {head:>10,.0f}  {median:6.2f}  {best:4.2f}{mark}")
     below = [row for row, *_, low in table if low]
     print(f"\n{len(table)} rows, {len(below)} below {args.floor}: " + (", ".join(below) or "none"))
     return table

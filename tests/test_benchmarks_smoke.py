@@ -100,3 +100,27 @@ def test_presence_benchmark_checks_answers_and_compares_presence_on_and_off(
     saved = json.loads((tmp_path / "presence.json").read_text())
     assert saved["checks"] == results["checks"]
     assert (tmp_path / "presence.rst").read_text().startswith(".. list-table::")
+
+
+def test_the_a_b_comparison_reads_our_throughput_rows_and_compares_medians_and_bests() -> None:
+    from benchmarks import ab
+
+    results = {
+        "a_send_receive": {NEFFOS_REDIS: 200.0, "channels_redis core": 10.0},
+        "b_round_trip": {NEFFOS_REDIS: {"p50_ms": 0.3}},  # a latency, not a throughput
+        "c_fan_out": {NEFFOS_NATS: {"10": {"deliveries_per_s": 5.0, "group_sends_per_s": 7.0}}},
+        "meta": {"seconds": 70.0},
+    }
+    assert ab.throughput_rows(results, e2e=False) == {
+        f"a_send_receive/{NEFFOS_REDIS}": 200.0,
+        f"c_fan_out/{NEFFOS_NATS}/10/deliveries_per_s": 5.0,
+        f"c_fan_out/{NEFFOS_NATS}/10/group_sends_per_s": 7.0,
+    }
+    rounds = [
+        {"base": {"r": 100.0, "s": 100.0}, "head": {"r": 90.0, "s": 80.0}},
+        {"base": {"r": 100.0, "s": 100.0}, "head": {"r": 100.0, "s": 90.0}},
+        {"base": {"r": 80.0, "s": 100.0}, "head": {"r": 50.0, "s": 90.0}},
+    ]
+    r, s = ab.compare(rounds, 0.95)
+    assert r == ("r", 100.0, 90.0, 0.9, 1.0, False)  # its best round is as good as base's
+    assert s == ("s", 100.0, 90.0, 0.9, 0.9, True)  # slower by both measures

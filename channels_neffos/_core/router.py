@@ -67,7 +67,7 @@ from .asks import ask_body, ask_info
 from .broker_status import BrokerStatus
 from .fetchers import WorkerFetchers
 from .groups import LocalGroups
-from .mailboxes import Drop, Mailboxes
+from .mailboxes import Drop, Mailbox, Mailboxes
 from .names import Names
 from .outbox import FRAME_BYTES, Outbox
 from .requests import Requests
@@ -382,9 +382,12 @@ class Router:
         mailbox = self.mailboxes.get(channel)
         return None if mailbox is None else mailbox.get_nowait()
 
-    async def receive(self, channel: str, owner: str) -> bytes:
-        """Wait for the next message of ``channel``: one of this process (``owner`` is its
-        pid), or a worker channel (``owner`` is ``""``)."""
+    def receive(self, channel: str, owner: str) -> Awaitable[bytes]:
+        """What to await for the next message of ``channel``: one of this process (``owner`` is
+        its pid), or a worker channel (``owner`` is ``""``).
+
+        The mailbox's own ``get()`` once the process is listening — a receiver waits through
+        no frame of the router's, which counts when thousands of consumers wait in turn."""
         if owner and owner != self.pid:
             raise ValueError(
                 f"cannot receive on {channel!r}: it belongs to another process (or event "
@@ -393,10 +396,14 @@ class Router:
         mailbox = self.mailboxes.get(channel)
         if mailbox is None:  # ``is None``: an empty Mailbox is falsy (it has a length)
             mailbox = self.mailboxes.open(channel)
-        if owner:
-            await self.listen()
-        else:
+        if not owner:
             self.fetchers.ensure(channel, mailbox)
+        elif not self._listening.succeeded:
+            return self._listen_then_get(mailbox)
+        return mailbox.get()
+
+    async def _listen_then_get(self, mailbox: Mailbox) -> bytes:
+        await self.listen()
         return await mailbox.get()
 
     async def new_channel(self, prefix: str, capacity: int | None) -> str:
