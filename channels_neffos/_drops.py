@@ -26,6 +26,8 @@ REASONS = {
     "undecryptable": "no key in symmetric_encryption_keys could decrypt it",
     "unconfirmed": "it was sent, but the connection to the broker dropped before the broker "
     "confirmed it; it may or may not have arrived",
+    "moved": "a Redis Cluster node answered that its hash slot had moved to another node "
+    "(resharding, a failover) as it was published; the layer follows the move",
     "no_subscriber": "the broker had no subscriber for it: the receiving process is gone, or "
     "has not re-subscribed yet after a reconnect",
 }

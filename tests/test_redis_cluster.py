@@ -1,4 +1,5 @@
-"""Redis Cluster (``cluster=True``): pub/sub through any node, worker channels by hash slot."""
+"""Redis Cluster (``cluster=True``): sharded pub/sub spread over the primaries (the default) or
+classic pub/sub through one node; worker channels by hash slot in both."""
 
 from __future__ import annotations
 
@@ -25,11 +26,13 @@ async def node_counts(urls: list[str], *command: str) -> list[int]:
 
 
 @pytest.mark.asyncio
-async def test_processes_on_different_nodes_meet_and_worker_lists_spread(
+async def test_classic_processes_on_different_nodes_meet_and_worker_lists_spread(
     redis_cluster: RedisCluster,
 ) -> None:
     def layer() -> RedisChannelLayer:
-        return RedisChannelLayer(hosts=redis_cluster.urls, cluster=True, prefix="spread")
+        return RedisChannelLayer(
+            hosts=redis_cluster.urls, cluster=True, cluster_pubsub="classic", prefix="spread"
+        )
 
     layers, channels = [], []
     while min(await node_counts(redis_cluster.urls, "PUBSUB", "NUMPAT")) == 0:
@@ -70,14 +73,15 @@ async def test_startup_skips_dead_seeds_and_fails_only_if_all_are(
 
 
 @pytest.mark.asyncio
-async def test_subscriptions_move_to_another_node_when_theirs_dies() -> None:
+async def test_classic_subscriptions_move_to_another_node_when_theirs_dies() -> None:
     with RedisCluster() as cluster:  # private: one of its nodes gets killed
-        receiver = RedisChannelLayer(hosts=cluster.urls, cluster=True, prefix="move")
-        sender = RedisChannelLayer(hosts=cluster.urls, cluster=True, prefix="move")
+        options = {"hosts": cluster.urls, "cluster": True, "cluster_pubsub": "classic"}
+        receiver = RedisChannelLayer(**options, prefix="move")
+        sender = RedisChannelLayer(**options, prefix="move")
         channel = await receiver.new_channel()
         patterns = await node_counts(cluster.urls, "PUBSUB", "NUMPAT")
         assert sorted(patterns) == [0, 0, 1]
-        home: RedisServer = cluster.nodes[patterns.index(1)]
+        home: RedisServer = cluster.primaries[patterns.index(1)]
         home.kill()
         arrived = None
         for attempt in range(100):  # what is published while it resubscribes is lost
@@ -92,7 +96,7 @@ async def test_subscriptions_move_to_another_node_when_theirs_dies() -> None:
         await sender.send(channel, {"type": "after"})
         while (await asyncio.wait_for(receiver.receive(channel), 5))["type"] != "after":
             pass
-        live = [node.url for node in cluster.nodes if node is not home]
+        live = [node.url for node in cluster.primaries if node is not home]
         assert sum(await node_counts(live, "PUBSUB", "NUMPAT")) == 1
 
         await receiver.close()
@@ -106,3 +110,7 @@ def test_cluster_takes_urls_only() -> None:
         RedisChannelLayer(hosts=["unix:///tmp/redis.sock"], cluster=True)
     with pytest.raises(TypeError, match="True or False"):
         RedisChannelLayer(cluster="yes")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="'sharded', 'classic'"):
+        RedisChannelLayer(cluster=True, cluster_pubsub="broadcast")
+    with pytest.raises(TypeError, match="cluster=True"):
+        RedisChannelLayer(cluster_pubsub="classic")

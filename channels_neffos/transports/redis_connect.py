@@ -37,7 +37,7 @@ from redis.exceptions import (
     RedisError,
 )
 
-from ..exceptions import BrokerUnavailable
+from ..exceptions import BrokerUnavailable, PermissionDenied
 from ._resp import ConnectionSource, Pause
 from .sentinel import SentinelRefused, is_sentinel_host, sentinel_address, sentinel_pool
 
@@ -82,6 +82,45 @@ class BrokerErrors:
             raise error
         finally:
             error.__context__ = error.__cause__  # not the original: it may show a secret
+
+
+class ErrorConversion:
+    """The one place a Redis transport turns a failure into the ``BrokerUnavailable`` it raises:
+    classified (:func:`classify`), its text scrubbed of ``secrets``, chained to the original
+    only if nothing in that chain shows one. ``errors`` and ``connect_errors`` apply it to a
+    ``with`` block (the latter for a connection's handshake)."""
+
+    def __init__(self, url: str, secrets: frozenset[str]) -> None:
+        self.url = url
+        self._secrets = secrets
+        self._tls = "rediss://" in url or "rediss+sentinel://" in url
+        self.errors = BrokerErrors(self.converted)
+        self.connect_errors = BrokerErrors(lambda exc: self.converted(exc, connecting=True))
+
+    def broker_unavailable(
+        self, exc: BaseException, *, connecting: bool = False
+    ) -> BrokerUnavailable:
+        """The BrokerUnavailable (PermissionDenied for a permission) that ``exc`` means."""
+        cause, reason = classify(exc, tls=self._tls, connecting=connecting)
+        for secret in self._secrets:
+            reason = reason.replace(secret, "***")
+        if cause == "permission":
+            return PermissionDenied(self.url, reason)
+        return BrokerUnavailable(self.url, reason, cause=cause)
+
+    def converted(self, exc: BaseException, *, connecting: bool = False) -> BrokerUnavailable:
+        """:meth:`broker_unavailable`, chained to ``exc`` unless that would show a secret."""
+        error = self.broker_unavailable(exc, connecting=connecting)
+        error.__cause__ = self.chainable(exc)
+        return error
+
+    def chainable(self, exc: BaseException) -> BaseException | None:
+        """``exc`` to chain under our error, or None if any error in its chain shows a secret."""
+        for error in error_chain(exc):
+            shown = f"{error!s} {error!r} {error.args!r}"
+            if any(secret in shown for secret in self._secrets):
+                return None
+        return exc
 
 
 class PoolSource:
