@@ -477,20 +477,8 @@ class RedisCluster(BrokerGroup):
                     placed &= "master_link_status:up" in self.cli(replica, "INFO replication")
                     continue
                 placed = False
-                if primary_id in nodes:
-                    subprocess.run(
-                        [
-                            self._redis_cli(),
-                            "-p",
-                            str(replica.port),
-                            "CLUSTER",
-                            "REPLICATE",
-                            primary_id,
-                        ],
-                        capture_output=True,
-                        timeout=10,
-                        check=False,  # refused until the nodes have exchanged their views
-                    )
+                if primary_id in nodes:  # refused until the nodes have exchanged their views:
+                    self.cli(replica, f"CLUSTER REPLICATE {primary_id}", check=False)
         return placed
 
     def _ready(self, node: RedisServer) -> bool:
@@ -506,20 +494,16 @@ class RedisCluster(BrokerGroup):
             shutil.rmtree(node.workdir, ignore_errors=True)
 
     @staticmethod
-    def _redis_cli() -> str:
+    def cli(node: RedisServer, command: str, *, check: bool = True) -> str:
+        """``redis-cli`` ``command`` on ``node``; its output."""
         redis_cli = shutil.which("redis-cli")
         if redis_cli is None:
             raise BrokerBinaryMissing("redis-cli is not on PATH (it comes with redis-server)")
-        return redis_cli
-
-    @classmethod
-    def cli(cls, node: RedisServer, command: str) -> str:
-        """``redis-cli`` ``command`` on ``node``; its output."""
         run = subprocess.run(
-            [cls._redis_cli(), "-p", str(node.port), *shlex.split(command)],
+            [redis_cli, "-p", str(node.port), *shlex.split(command)],
             capture_output=True,
             text=True,
             timeout=10,
-            check=True,
+            check=check,
         )
         return run.stdout

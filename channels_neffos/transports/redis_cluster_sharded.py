@@ -249,16 +249,10 @@ class ShardedClusterTransport(KeysOnTheCluster, Transport):
         moved_any = False
         while not self._closed:
             self._follow_again = False
-            settled = False
-            for node in [n for n in self._nodes.values() if n.connected]:
-                try:
-                    await self._read_slot_map(node)
-                except BrokerUnavailable:
-                    continue
-                settled = await self._connect_owners()
+            settled = await self._reread_slot_map()
+            if settled is not None:
                 moved_any |= await self._rehome()
                 await self._prune()
-                break
             if settled and not self._follow_again:
                 break
             await asyncio.sleep(_FOLLOW_INTERVAL)
@@ -266,9 +260,9 @@ class ShardedClusterTransport(KeysOnTheCluster, Transport):
             self._events.connection_restored()
 
     async def _rehome(self) -> bool:
-        """Subscribe every wanted subject at its slot's owner where it is not; whether any was
-        moved."""
-        moved = False
+        """Subscribe every wanted subject at its slot's owner where it is not (all at once, each
+        confirmed); whether any was moved."""
+        moves = []
         for key, (wire, slot, on_message) in list(self._wanted.items()):
             owner = self._owners[slot]
             home = self._homes.get(key)
@@ -277,14 +271,19 @@ class ShardedClusterTransport(KeysOnTheCluster, Transport):
             if home is not None:
                 await home.unsubscribe(wire)
             self._homes[key] = owner
-            moved = True
-            try:
-                await owner.subscribe(wire, on_message)
-            except (BrokerUnavailable, RedisCommandError) as exc:
-                self._homes[key] = None  # the next round tries again
-                logger.warning("re-subscribing %s at %s failed: %s", wire.name, owner.url, exc)
-                self._follow_again = True
-        return moved
+            moves.append(self._move(key, wire, on_message, owner))
+        await asyncio.gather(*moves)
+        return bool(moves)
+
+    async def _move(
+        self, key: bytes, wire: Subject, on_message: OnMessage, owner: RedisTransport
+    ) -> None:
+        try:
+            await owner.subscribe(wire, on_message)
+        except (BrokerUnavailable, RedisCommandError) as exc:
+            self._homes[key] = None  # the next round tries again
+            logger.warning("re-subscribing %s at %s failed: %s", wire.name, owner.url, exc)
+            self._follow_again = True
 
     # -- pub/sub -------------------------------------------------------------------------------
 
@@ -316,14 +315,16 @@ class ShardedClusterTransport(KeysOnTheCluster, Transport):
                 self._homes.pop(key, None)
                 raise
 
-    async def _reread_slot_map(self) -> None:
+    async def _reread_slot_map(self) -> bool | None:
+        """Read the map from any node that answers and connect its owners: whether every owner
+        is connected now (None: no node answered)."""
         for node in [n for n in self._nodes.values() if n.connected]:
             try:
                 await self._read_slot_map(node)
             except BrokerUnavailable:
                 continue
-            await self._connect_owners()
-            return
+            return await self._connect_owners()
+        return None
 
     async def unsubscribe(self, subject: Subject) -> None:
         wire, _ = self._place(subject)
