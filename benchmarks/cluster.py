@@ -172,12 +172,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--sizes", help="comma-separated numbers of primaries (default 1,3,6)")
+    parser.add_argument("--messages", type=int, help="group_sends in each case")
     parser.add_argument("--receiver", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.receiver:
         receiver_main(json.loads(args.receiver))
         return {}
-    sizes = QUICK if args.quick else FULL
+    sizes = dict(QUICK if args.quick else FULL)
+    if args.sizes:
+        sizes["sizes"] = [int(size) for size in args.sizes.split(",")]
+    if args.messages:
+        sizes["messages"] = args.messages
     out = args.out or Path(tempfile.mkdtemp(prefix="neffos-cluster-bench-"))
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"instances": INSTANCES, "groups": GROUPS, "sizes": {}}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from benchmarks import profile
+from benchmarks import cluster, profile
 from benchmarks.__main__ import main
 from benchmarks.subjects import NEFFOS_NATS, NEFFOS_REDIS
 
@@ -124,3 +124,14 @@ def test_the_a_b_comparison_reads_our_throughput_rows_and_compares_medians_and_b
     r, s = ab.compare(rounds, 0.95)
     assert r == ("r", 100.0, 90.0, 0.9, 1.0, False)  # its best round is as good as base's
     assert s == ("s", 100.0, 90.0, 0.9, 0.9, True)  # slower by both measures
+
+
+def test_cluster_benchmark_compares_classic_and_sharded_on_one_cluster(tmp_path: Path) -> None:
+    results = cluster.main(["--sizes", "3", "--messages", "300", "--out", str(tmp_path)])
+    row = results["sizes"]["3"]
+    for mode in ("classic", "sharded"):
+        assert row[mode]["delivered"] == row[mode]["expected"], row[mode]
+        assert len(row[mode]["nodes"]) == 3
+    sharded = [node["spublish"] for node in row["sharded"]["nodes"]]
+    assert sum(sharded) == 300 and sum(n["publish"] for n in row["sharded"]["nodes"]) == 0
+    assert (tmp_path / "results.json").exists()

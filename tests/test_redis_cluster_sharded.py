@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -104,64 +105,64 @@ async def test_the_tags_are_spread_evenly_over_the_primaries(redis_cluster: Redi
 
 
 async def send_numbered(
-    sender: RedisChannelLayer, channel: str, stop: asyncio.Event, pace: float = 0.002
+    sender: RedisChannelLayer, index: int, channel: str, stop: asyncio.Event
 ) -> tuple[int, int]:
-    """Send ``{"n": 0}``, ``{"n": 1}``... one broker message each, until ``stop``; return how
-    many were sent and how many of them raised (the broker was down)."""
+    """Send ``{"s": index, "n": 0}``, ``{"s": index, "n": 1}``... one broker message each
+    (~400/s), until ``stop``; return how many were sent and how many raised (broker down)."""
     n = raised = 0
     while not stop.is_set():
         try:
-            await sender.send(channel, {"type": "n", "n": n})
+            await sender.send(channel, {"type": "n", "s": index, "n": n})
         except BrokerUnavailable:
             raised += 1
         n += 1
-        await asyncio.sleep(pace)
+        await asyncio.sleep(0.002)
     return n, raised
-
-
-async def received_numbers(
-    receiver: RedisChannelLayer, channel: str, until: int, idle: float
-) -> list[int]:
-    """What arrives on ``channel`` until ``until`` has or nothing came for ``idle`` seconds."""
-    got: list[int] = []
-    while True:
-        try:
-            message = await asyncio.wait_for(receiver.receive(channel), idle)
-        except asyncio.TimeoutError:
-            return got
-        got.append(message["n"])
-        if message["n"] >= until:
-            return got
 
 
 @contextlib.asynccontextmanager
 async def traffic(
-    sender: RedisChannelLayer, receiver: RedisChannelLayer, channel: str
-) -> AsyncIterator[dict[str, Any]]:
-    """Numbered sends from ``sender`` to ``channel`` while the block runs; afterwards the
-    result holds what was sent, what raised, and what arrived (checked: once each, in order)."""
+    senders: list[RedisChannelLayer], receiver: RedisChannelLayer, channel: str
+) -> AsyncIterator[list[dict[str, Any]]]:
+    """Numbered sends from each of ``senders`` to ``channel`` while the block runs; afterwards
+    the result holds, per sender, what it sent, what raised, and what arrived (checked: once
+    each, in order)."""
     stop = asyncio.Event()
-    sending = asyncio.ensure_future(send_numbered(sender, channel, stop))
-    collected: list[int] = []
+    sending = [
+        asyncio.ensure_future(send_numbered(sender, index, channel, stop))
+        for index, sender in enumerate(senders)
+    ]
+    collected: list[list[int]] = [[] for _ in senders]
 
     async def collect() -> None:
         while True:
-            collected.append((await receiver.receive(channel))["n"])
+            message = await receiver.receive(channel)
+            collected[message["s"]].append(message["n"])
 
     collecting = asyncio.ensure_future(collect())
-    result: dict[str, Any] = {}
+    results: list[dict[str, Any]] = []
     try:
-        yield result
+        yield results
         await asyncio.sleep(0.3)  # some traffic after the event, too
     finally:
         stop.set()
-        sent, raised = await sending
+        outcomes = [await task for task in sending]
         await asyncio.sleep(0.5)
         collecting.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await collecting
-    assert collected == sorted(set(collected)), "a message arrived twice or out of order"
-    result.update(sent=sent, raised=raised, received=collected)
+    for (sent, raised), received in zip(outcomes, collected, strict=True):
+        assert received == sorted(set(received)), "a message arrived twice or out of order"
+        results.append({"sent": sent, "raised": raised, "received": received})
+
+
+def assert_every_loss_counted(sender: RedisChannelLayer, result: dict[str, Any]) -> None:
+    """The stream went on to its end, and each message that did not arrive is counted by its
+    sender (or raised to it)."""
+    received = result["received"]
+    assert received and received[-1] == result["sent"] - 1, "nothing arrived after the event"
+    lost = result["sent"] - len(received)
+    assert lost <= counted_losses(sender) + result["raised"], (lost, sender.counters)
 
 
 def counted_losses(layer: RedisChannelLayer) -> int:
@@ -197,18 +198,64 @@ async def test_a_slot_moved_mid_stream_is_followed_and_every_loss_counted(server
             for node in (target, source, *cluster.primaries):
                 cluster.cli(node, f"CLUSTER SETSLOT {slot} NODE {ids[target.url]}")
 
-        async with traffic(sender, receiver, channel) as result:
+        async with traffic([sender], receiver, channel) as results:
             await asyncio.sleep(0.3)
             await asyncio.to_thread(move)
             await asyncio.sleep(0.2)
         placed = await shard_channels(cluster, "moving")
         assert placed[target.url] == [shard_channel] and placed[source.url] == []
-        received = result["received"]
-        lost = result["sent"] - len(received)
-        assert received[-1] == result["sent"] - 1, "nothing arrived after the move"
-        assert lost <= counted_losses(sender) + result["raised"], (lost, sender.counters)
+        assert_every_loss_counted(sender, results[0])
         await receiver.close()
         await sender.close()
+
+
+@pytest.mark.asyncio
+async def test_redis_cli_reshard_under_load_from_several_instances() -> None:
+    """``redis-cli --cluster reshard`` moves the lowest slots of a primary to another while
+    three instances stream to a channel whose shard channel is among them."""
+    with RedisCluster() as cluster:  # private: its slots get moved
+        ids = {node.url: cluster.cli(node, "CLUSTER MYID").strip() for node in cluster.primaries}
+        slot_map = await on_node(cluster.urls[0], "CLUSTER", "SLOTS")
+        first_slot = {f"127.0.0.1:{int(e[2][1])}": int(e[0]) for e in slot_map}
+        moved_slots = 300
+        # A receiver whose process channel falls in the first slots of its primary (the ones
+        # reshard moves): a new instance until one does (about 1 in 20).
+        receiver = channel = source = None
+        for attempt in range(200):
+            prefix = f"reshard{attempt}"
+            candidate = sharded_layer(cluster, prefix)
+            candidate_channel = await candidate.new_channel()
+            home, shard_channel = await home_of(cluster, prefix)
+            start = first_slot[home.url.removeprefix("redis://")]
+            if key_slot(shard_channel) < start + moved_slots:
+                receiver, channel, source = candidate, candidate_channel, home
+                break
+            await candidate.close()
+        assert receiver is not None and channel is not None and source is not None
+        target = next(node for node in cluster.primaries if node is not source)
+        senders = [sharded_layer(cluster, prefix) for _ in range(3)]
+
+        def reshard() -> None:
+            subprocess.run(
+                [
+                    *("redis-cli", "--cluster", "reshard", source.url.removeprefix("redis://")),
+                    *("--cluster-from", ids[source.url], "--cluster-to", ids[target.url]),
+                    *("--cluster-slots", str(moved_slots), "--cluster-yes"),
+                ],
+                capture_output=True,
+                check=True,
+                timeout=120,
+            )
+
+        async with traffic(senders, receiver, channel) as results:
+            await asyncio.sleep(0.3)
+            await asyncio.to_thread(reshard)
+        placed = await shard_channels(cluster, prefix)
+        assert placed[source.url] == [] and len(placed[target.url]) == 1
+        for sender, result in zip(senders, results, strict=True):
+            assert_every_loss_counted(sender, result)
+            await sender.close()
+        await receiver.close()
 
 
 @pytest.mark.asyncio
@@ -254,7 +301,7 @@ async def test_a_killed_primary_is_followed_to_its_promoted_replica(server: str)
         primary, shard_channel = await home_of(cluster, "failover")
         await receiver.group_add("room", channel)
         (replica,) = cluster.replicas_of(primary)
-        async with traffic(sender, receiver, channel) as result:
+        async with traffic([sender], receiver, channel) as results:
             await asyncio.sleep(0.3)
             primary.kill()
             killed = time.monotonic()
@@ -263,10 +310,7 @@ async def test_a_killed_primary_is_followed_to_its_promoted_replica(server: str)
                 assert time.monotonic() < deadline, "never subscribed at the promoted replica"
                 await asyncio.sleep(0.05)
             print(f"subscribed at the promoted replica {time.monotonic() - killed:.1f}s after")
-        received = result["received"]
-        lost = result["sent"] - len(received)
-        assert received[-1] == result["sent"] - 1, "nothing arrived after the failover"
-        assert lost <= counted_losses(sender) + result["raised"], (lost, sender.counters)
+        assert_every_loss_counted(sender, results[0])
         await sender.group_send("room", {"type": "n", "n": -1})
         assert (await asyncio.wait_for(receiver.receive(channel), 5))["n"] == -1
         assert receiver.counters["connection_restored"] >= 1
