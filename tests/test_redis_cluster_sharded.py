@@ -293,15 +293,15 @@ async def test_a_restarted_primary_gets_one_subscribe_per_slot_again() -> None:
 
 @pytest.mark.parametrize("server", SERVERS)
 @pytest.mark.asyncio
-async def test_a_killed_primary_is_followed_to_its_promoted_replica(server: str) -> None:
+async def test_a_killed_primary_is_followed_to_its_promoted_replica_under_load(server: str) -> None:
     with RedisCluster(replicas=1, node_timeout=1000, binary=SERVERS[server]()) as cluster:
         receiver = sharded_layer(cluster, "failover")
-        sender = sharded_layer(cluster, "failover")
+        senders = [sharded_layer(cluster, "failover") for _ in range(3)]
         channel = await receiver.new_channel()
         primary, shard_channel = await home_of(cluster, "failover")
         await receiver.group_add("room", channel)
         (replica,) = cluster.replicas_of(primary)
-        async with traffic([sender], receiver, channel) as results:
+        async with traffic(senders, receiver, channel) as results:
             await asyncio.sleep(0.3)
             primary.kill()
             killed = time.monotonic()
@@ -310,12 +310,14 @@ async def test_a_killed_primary_is_followed_to_its_promoted_replica(server: str)
                 assert time.monotonic() < deadline, "never subscribed at the promoted replica"
                 await asyncio.sleep(0.05)
             print(f"subscribed at the promoted replica {time.monotonic() - killed:.1f}s after")
-        assert_every_loss_counted(sender, results[0])
-        await sender.group_send("room", {"type": "n", "n": -1})
+        for sender, result in zip(senders, results, strict=True):
+            assert_every_loss_counted(sender, result)
+        await senders[0].group_send("room", {"type": "n", "n": -1})
         assert (await asyncio.wait_for(receiver.receive(channel), 5))["n"] == -1
         assert receiver.counters["connection_restored"] >= 1
         await receiver.close()
-        await sender.close()
+        for sender in senders:
+            await sender.close()
 
 
 @pytest.mark.asyncio
