@@ -2,7 +2,8 @@
 
     python -m benchmarks.cluster                 # 1, 3 and 6 primaries (a few minutes)
     python -m benchmarks.cluster --quick         # 1 and 3 primaries, tiny: does it still run?
-    python -m benchmarks.cluster --out DIR       # results.json (and cluster.png) into DIR
+    python -m benchmarks.cluster --out DIR       # results.json and cluster.png into DIR
+    python -m benchmarks.cluster --docs          # ... into docs/benchmarks/cluster/
 
 For each cluster size (private clusters started here, ``channels_neffos.testing.brokers``) and
 each ``cluster_pubsub`` mode, in the same run: ``INSTANCES`` receiving processes (OS processes,
@@ -166,12 +167,52 @@ def run_case(cluster: RedisCluster, mode: str, messages: int, scratch: Path) -> 
     }
 
 
+def plot(results: dict[str, Any], path: Path) -> None:
+    """Deliveries/s per cluster size and mode; the pub/sub messages each primary handled."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = list(results["sizes"])
+    figure, (rate, share) = plt.subplots(1, 2, figsize=(11, 4))
+    width = 0.38
+    for offset, mode in ((-width / 2, "classic"), (width / 2, "sharded")):
+        values = [results["sizes"][size][mode]["deliveries_per_s"] for size in sizes]
+        rate.bar([i + offset for i in range(len(sizes))], values, width, label=mode)
+    rate.set_xticks(range(len(sizes)), [f"{size} primaries" for size in sizes])
+    rate.set_ylabel("deliveries/s (all instances)")
+    rate.set_title("aggregate deliveries, same run")
+    rate.legend()
+    for index, size in enumerate(sizes):
+        for mode, marker, color in (("classic", "o", "C0"), ("sharded", "s", "C1")):
+            nodes = results["sizes"][size][mode]["nodes"]
+            handled = [n["publish"] + n["spublish"] + n["bus_publish_received"] for n in nodes]
+            offset = -0.1 if mode == "classic" else 0.1
+            share.scatter(
+                [index + offset] * len(handled),
+                handled,
+                marker=marker,
+                color=color,
+                label=mode if index == 0 else None,
+                alpha=0.7,
+            )
+    share.set_xticks(range(len(sizes)), [f"{size} primaries" for size in sizes])
+    share.set_ylabel("pub/sub messages handled")
+    share.set_title("per primary (classic: every one handles all)")
+    share.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--docs", action="store_true", help="write into docs/benchmarks/cluster")
     parser.add_argument("--sizes", help="comma-separated numbers of primaries (default 1,3,6)")
     parser.add_argument("--messages", type=int, help="group_sends in each case")
     parser.add_argument("--receiver", help=argparse.SUPPRESS)
@@ -184,7 +225,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         sizes["sizes"] = [int(size) for size in args.sizes.split(",")]
     if args.messages:
         sizes["messages"] = args.messages
-    out = args.out or Path(tempfile.mkdtemp(prefix="neffos-cluster-bench-"))
+    docs = Path(__file__).resolve().parent.parent / "docs" / "benchmarks" / "cluster"
+    out = docs if args.docs else args.out or Path(tempfile.mkdtemp(prefix="neffos-cluster-bench-"))
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"instances": INSTANCES, "groups": GROUPS, "sizes": {}}
     for size in sizes["sizes"]:
@@ -206,6 +248,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             results["sizes"][str(size)] = row
             print(f"{size} primaries: sharded/classic = {row['sharded_over_classic']:.2f}")
     (out / "results.json").write_text(json.dumps(results, indent=2))
+    plot(results, out / "cluster.png")
     print(f"results: {out / 'results.json'}")
     return results
 

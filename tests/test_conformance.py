@@ -128,6 +128,16 @@ class TestValkeyClusterChannelLayer(NeffosLayerConformance):
     test_no_responders_for_an_unread_worker_channel = None  # as on Redis
 
 
+class TestRedisClusterOfSixChannelLayer(NeffosLayerConformance):
+    """A Redis Cluster of six primaries, sharded pub/sub: the same, spread over twice as many."""
+
+    @pytest.fixture
+    def layer_spec(self, redis_cluster_of_six_spec: LayerSpec) -> LayerSpec:
+        return redis_cluster_of_six_spec
+
+    test_no_responders_for_an_unread_worker_channel = None  # as on one server
+
+
 class TestClassicRedisClusterChannelLayer(NeffosLayerConformance):
     """A Redis Cluster of three nodes, classic pub/sub through one node."""
 
