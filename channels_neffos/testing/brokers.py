@@ -482,8 +482,12 @@ class RedisCluster(BrokerGroup):
         return placed
 
     def _ready(self, node: RedisServer) -> bool:
-        """Slots covered, and a live bus link to every other node (pub/sub travels on them)."""
-        if "cluster_state:ok" not in self.cli(node, "CLUSTER INFO"):
+        """Every slot's owner known to it, and a live bus link to every other node (pub/sub
+        travels on them). ``cluster_state:ok`` alone is not enough: with
+        ``cluster-require-full-coverage no`` a node says ok before gossip has told it who owns
+        the other nodes' slots, and a client that asks it for the map would miss them."""
+        info = self.cli(node, "CLUSTER INFO")
+        if "cluster_state:ok" not in info or "cluster_slots_assigned:16384" not in info:
             return False
         links = self.cli(node, "CLUSTER NODES").splitlines()
         return len(links) == len(self.nodes) and all(" connected" in link for link in links)
