@@ -8,6 +8,7 @@ Use ``channels_neffos.RedisChannelLayer`` or ``channels_neffos.NatsChannelLayer`
 # string literal, so building never imports the package); docs/releasing.rst says how to bump it.
 __version__ = "0.1.0"
 
+from ._core.history import GroupHistory
 from .channel_layer import NeffosChannelLayer
 from .exceptions import (
     AskError,
@@ -30,6 +31,7 @@ __all__ = [
     "BrokerUnavailable",
     "ChannelFull",
     "ChannelsNeffosError",
+    "GroupHistory",
     "LayerClosed",
     "MessageTooLarge",
     "MultiChannelLayer",

@@ -108,6 +108,11 @@ class BackgroundTasks:
         self._tasks.discard(task)
         log_failure(self._logger, self._what, task)
 
+    async def wait(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the running tasks to finish by themselves."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout)
+
     async def close(self) -> None:
         while self._tasks:  # a task being cancelled may spawn another: repeat until none is left
             tasks = list(self._tasks)

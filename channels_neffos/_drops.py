@@ -28,6 +28,11 @@ REASONS = {
     "confirmed it; it may or may not have arrived",
     "moved": "a Redis Cluster node answered that its hash slot had moved to another node "
     "(resharding, a failover) as it was published; the layer follows the move",
+    "history_unwritten": "the broker did not take it into a history group's history (the "
+    "connection was down, or a refusal): it got no position, and no member received it",
+    "history_gap": "a history group's messages were lost before they reached this process, and "
+    "its history no longer had them (kept too briefly, or lost by the broker: a new epoch); the "
+    "next message members received carries gap=True in its __position__",
     "no_subscriber": "the broker had no subscriber for it: the receiving process is gone, or "
     "has not re-subscribed yet after a reconnect",
 }

@@ -42,6 +42,7 @@ from channels.layers import BaseChannelLayer
 
 from . import envelope
 from ._core import asks
+from ._core.history import GroupHistory, compile_history, history_for
 from ._core.roster import MEMBERS, PROCESS_STATS, SIZE
 from ._core.router import Router, RouterHooks, State
 from ._core.settings import LayerSettings
@@ -83,7 +84,10 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
 
     #: ``capacity``: ``new_channel(prefix, capacity=N)`` gives that one channel its own capacity.
     #: ``presence``: ``group_members(group)`` and ``group_size(group)``.
-    extensions = ["groups", "flush", "ask", "exclude", "capacity", "presence"]
+    #: ``history``: the ``history`` option, positions and ``group_history(group, since)``.
+    extensions = ["groups", "flush", "ask", "exclude", "capacity", "presence", "history"]
+    #: Whether this layer's broker can keep history (the ``history`` option).
+    keeps_history = True
 
     #: Bytes reserved for the envelope around a message body (pid, names, reply address).
     ENVELOPE_ALLOWANCE = 512
@@ -101,6 +105,7 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
         channel_capacity: dict[Any, int] | None = None,
         symmetric_encryption_keys: list[str | bytes] | None = None,
         presence: bool = True,
+        history: dict[Any, dict[str, float]] | None = None,
     ) -> None:
         if not isinstance(prefix, str) or not PREFIX_RE.fullmatch(prefix):
             raise TypeError(
@@ -119,6 +124,13 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
         )
         self.channel_capacity = self.compile_capacities(channel_capacity or {})
         self.group_expiry = positive_number("group_expiry", group_expiry)
+        #: Which groups keep history, and how much (see :mod:`channels_neffos._core.history`).
+        self.history = compile_history(history)
+        if self.history and not self.keeps_history:
+            raise ValueError(
+                f"the history option is not available on {self.broker_name} in this version; "
+                f"use a Redis layer for history groups"
+            )
         self.prefix = prefix
         #: Whether processes keep an entry in the broker's registry (group_members, group_size).
         self.presence = presence
@@ -170,6 +182,7 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
             presence=self.presence,
             broker_name=self.broker_name,
             envelope_allowance=self.ENVELOPE_ALLOWANCE,
+            history=self.history,
         )
 
     def _new_router(self, loop: asyncio.AbstractEventLoop) -> Router:
@@ -398,6 +411,11 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
             self._valid_groups.add(group)
         if type(message) is not dict or _ASGI_KEY in message or _ASK_KEY in message:
             check_message(message)
+        if self.history and envelope.POSITION_KEY in message and history_for(self.history, group):
+            raise ValueError(
+                f"a message to history group {group!r} must not carry the reserved key "
+                f"{envelope.POSITION_KEY!r}: its position is given by the broker"
+            )
         body = envelope.pack_body(message)
         if exclude is not None:
             check_channel_name(exclude)
@@ -407,6 +425,42 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
         unfinished = router.group_send(group, body, exclude)
         if unfinished is not None:
             await unfinished
+
+    # -- history extension ---------------------------------------------------------------------
+
+    async def group_history(
+        self, group: str, since: dict[str, Any] | None = None, limit: int | None = None
+    ) -> GroupHistory:
+        """What ``group``'s history holds, from any process (member or not).
+
+        Without ``since``: the last ``limit`` messages kept (all if ``None``). With ``since`` (a
+        ``"__position__"`` as a message carried it): the messages after it (the first
+        ``limit``), and ``recovered`` says whether they are *all* that followed it —
+        ``False`` if ``since`` is of another epoch or older than what is kept (the messages
+        are then what is kept). ``ValueError`` for a group without history.
+        """
+        check_group_name(group)
+        if limit is not None and (type(limit) is not int or limit < 1):
+            raise ValueError(f"limit must be a positive int or None, got {limit!r}")
+        router = await self._router()
+        limits = router.history_limits(group)
+        if limits is None:
+            raise ValueError(
+                f"group {group!r} keeps no history: add a pattern that matches it to the "
+                f"layer's history option"
+            )
+        found, complete = await router.group_history(group, limits, since, limit)
+        messages = []
+        for offset, payload in found.entries:
+            try:
+                body = envelope.decode(payload).body
+                message = self._message_in(envelope.with_position(body, found.epoch or "", offset))
+            except ValueError as exc:
+                self.drop_log("garbage", f"{group} history offset {offset}: {exc}")
+                message = None
+            if message is not None:
+                messages.append(message)
+        return GroupHistory(found.epoch, found.offset, messages, complete)
 
     # -- presence extension --------------------------------------------------------------------
 

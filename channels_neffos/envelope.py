@@ -129,13 +129,17 @@ def frame(payloads: list[bytes]) -> bytes:
     if count == 1:
         return payloads[0]
     # A msgpack array header followed by the already-encoded elements is that array, encoded.
+    return _header(count, 0x90, b"\xdc", b"\xdd") + b"".join(payloads)
+
+
+def _header(count: int, fixed: int, code16: bytes, code32: bytes) -> bytes:
+    """The msgpack header of an array (``0x90, dc, dd``) or map (``0x80, de, df``) of
+    ``count`` elements."""
     if count < 16:
-        header = bytes((0x90 | count,))
-    elif count < 0x10000:
-        header = b"\xdc" + count.to_bytes(2, "big")
-    else:
-        header = b"\xdd" + count.to_bytes(4, "big")
-    return header + b"".join(payloads)
+        return bytes((fixed | count,))
+    if count < 0x10000:
+        return code16 + count.to_bytes(2, "big")
+    return code32 + count.to_bytes(4, "big")
 
 
 def _unpack(data: bytes) -> Any:
@@ -181,6 +185,33 @@ def decode_frame(data: bytes) -> list[Envelope]:
     if isinstance(fields, tuple) and fields and isinstance(fields[0], tuple):
         return [_envelope(element) for element in fields]
     return [_envelope(fields)]
+
+
+# -- positions (history groups) -----------------------------------------------------------------
+
+#: The key under which a member of a history group receives a message's position.
+POSITION_KEY = "__position__"
+
+
+def with_position(body: bytes, epoch: str, offset: int, gap: bool = False) -> bytes:
+    """``body`` (a msgpack map) with ``"__position__": {"epoch": epoch, "offset": offset}``
+    added — and ``"gap": True`` in it when messages before this one were lost. Done on the
+    bytes: the map's header counts one more entry and the entry goes at the end, so the body is
+    not decoded. ``ValueError`` if ``body`` is not a msgpack map."""
+    first = body[0] if body else 0
+    if 0x80 <= first <= 0x8F:
+        count, rest = first & 0x0F, body[1:]
+    elif first == 0xDE:
+        count, rest = int.from_bytes(body[1:3], "big"), body[3:]
+    elif first == 0xDF:
+        count, rest = int.from_bytes(body[1:5], "big"), body[5:]
+    else:
+        raise ValueError("a message body is not a msgpack map")
+    head = _header(count + 1, 0x80, b"\xde", b"\xdf")
+    position: dict[str, Any] = {"epoch": epoch, "offset": offset}
+    if gap:
+        position["gap"] = True
+    return b"".join((head, rest, _packer().pack(POSITION_KEY), _packer().pack(position)))
 
 
 # -- reply bodies --------------------------------------------------------------------------------

@@ -10,6 +10,10 @@ Redis (:func:`redis_acl_rules`, :func:`redis_acl`): a layer with prefix ``P`` to
   for ``flush()``;
 * the key ``P:p:processes`` — presence's registry of live processes, a sorted set its scripts
   keep with ``TIME``, ``ZADD``, ``ZRANGEBYSCORE``, ``ZREMRANGEBYSCORE``, ``ZREM`` and ``PEXPIRE``;
+* the keys ``P:h:*`` — history groups' streams and positions (``{P:h:*`` on a cluster with
+  classic pub/sub, ``P:{*}:h:*`` with sharded pub/sub), kept by scripts with ``HGET``,
+  ``HMGET``, ``HSET``, ``HINCRBY``, ``DEL``, ``XADD``, ``XRANGE``, ``XREVRANGE``, ``XTRIM``,
+  ``TIME`` and ``PEXPIRE``;
 * ``PING`` (sent once per new connection, so a missing password fails at once). redis-py's
   handshake adds ``AUTH``, which every user may send, and — from Redis 7.2 — ``CLIENT SETINFO``,
   whose refusal redis-py ignores (add ``+client|setinfo`` to keep it out of ``ACL LOG``), and
@@ -59,6 +63,16 @@ _REDIS_KEY_COMMANDS = (
     "zremrangebyscore",
     "zrem",
     "pexpire",
+    # history groups: a stream and a hash per group, written and read by scripts
+    "hget",
+    "hmget",
+    "hset",
+    "hincrby",
+    "del",
+    "xadd",
+    "xrange",
+    "xrevrange",
+    "xtrim",
 )
 
 #: Commands a Redis layer sends on channels or keys under its prefix (see the module docstring).
@@ -99,7 +113,11 @@ def redis_acl_rules(prefix: str, *, cluster: bool = False) -> list[str]:
         raise ValueError(
             f"prefix must be 1-50 characters from A-Z, a-z, 0-9, '_' and '-', got {prefix!r}"
         )
-    rules = ["resetkeys", f"~{prefix}:q:*", f"~{prefix}:p:*", "resetchannels", f"&{prefix}:*"]
+    # History keys: P:h:<group> (one server), {P:h:<group>} (classic cluster: the whole name is
+    # the hash tag), P:{<tag>}:h:<group> (sharded cluster), each with its hash ...:m.
+    history = [f"~{prefix}:{{*}}:h:*"] if cluster else [f"~{prefix}:h:*", f"~{{{prefix}:h:*"]
+    rules = ["resetkeys", f"~{prefix}:q:*", f"~{prefix}:p:*", *history]
+    rules += ["resetchannels", f"&{prefix}:*"]
     rules.append("-@all")
     if cluster:  # no pattern subscription, so no selector that opens every channel to it
         return [*rules, *(f"+{command}" for command in REDIS_CLUSTER_COMMANDS)]
@@ -112,10 +130,11 @@ def redis_acl(
     """A ``user`` line for an ACL file (or ``redis.conf``) granting what :func:`redis_acl_rules`
     lists, e.g.::
 
-        user channels reset on ><password> resetkeys ~myapp:q:* resetchannels &myapp:* -@all
-        +ping +publish +subscribe +unsubscribe +punsubscribe +eval +llen +lpush +expire +brpop
-        +scan +unlink +time +zadd +zrangebyscore +zremrangebyscore +zrem +pexpire +role
-        (+psubscribe &*)
+        user channels reset on ><password> resetkeys ~myapp:q:* ~myapp:p:* ~myapp:h:*
+        ~{myapp:h:* resetchannels &myapp:* -@all +ping +publish +subscribe +unsubscribe
+        +punsubscribe +eval +llen +lpush +expire +brpop +scan +unlink +time +zadd
+        +zrangebyscore +zremrangebyscore +zrem +pexpire +hget +hmget +hset +hincrby +del +xadd
+        +xrange +xrevrange +xtrim +role (+psubscribe &*)
 
     (on one line). Replace ``<password>``, or pass it, and keep the file private.
     """

@@ -135,3 +135,22 @@ def test_cluster_benchmark_compares_classic_and_sharded_on_one_cluster(tmp_path:
     sharded = [node["spublish"] for node in row["sharded"]["nodes"]]
     assert sum(sharded) == 300 and sum(n["publish"] for n in row["sharded"]["nodes"]) == 0
     assert (tmp_path / "results.json").exists()
+
+
+def test_history_benchmark_checks_every_delivery_and_compares_history_with_plain(
+    tmp_path: Path,
+) -> None:
+    from benchmarks import history
+
+    results = history.main(["--quick", "--out", str(tmp_path)])
+    for case in ("group_send plain", "group_send history", "fan-out plain", "fan-out history"):
+        assert results["rates"][case] > 0, case
+    ratios = results["history_over_plain"]
+    assert ratios["group_send"] == (
+        results["rates"]["group_send history"] / results["rates"]["group_send plain"]
+    )
+    replay = results["replay"]
+    assert 0 < replay["all_p50_ms"] <= replay["all_p99_ms"]
+    assert results["memory"]["kept"] == history.REPLAY
+    assert (tmp_path / "history.rst").read_text().startswith(".. list-table::")
+    assert json.loads((tmp_path / "history.json").read_text())["rates"] == results["rates"]

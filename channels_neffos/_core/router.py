@@ -52,6 +52,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from time import monotonic
 from typing import Any
 
@@ -62,11 +63,12 @@ from .._aio import BackgroundTasks, SharedAttempt
 from ..envelope import CHANNEL, CONTROL, GROUP, REPLY, Envelope
 from ..exceptions import BrokerUnavailable, LayerClosed, MessageTooLarge, NoResponders
 from ..stats import LARGEST_GROUPS, ProcessStats
-from ..transports.base import Subject, Transport, TransportEvents
+from ..transports.base import HistoryLimits, HistorySlice, Subject, Transport, TransportEvents
 from .asks import ask_body, ask_info
 from .broker_status import BrokerStatus
 from .fetchers import WorkerFetchers
 from .groups import LocalGroups
+from .history import HistoryWriter, Sequencer, parse_since, recovered
 from .mailboxes import Drop, Mailbox, Mailboxes
 from .names import Names
 from .outbox import FRAME_BYTES, Outbox
@@ -159,6 +161,12 @@ class Router:
             self._unsubscribe_group,
             self.background.spawn,
         )
+        self.history = HistoryWriter(self.transport.history_append, hooks.drop)
+        self.sequencer = Sequencer(
+            self._deliver_in_order, self._read_since, self.background.spawn, hooks.drop
+        )
+        self._has_history = bool(settings.history)
+        self._history_limits: dict[str, HistoryLimits | None] = {}
         self.requests = Requests(lambda: self.names.new_reply_address(pid), self._count)
         self.fetchers = WorkerFetchers(self._pop, settings.expiry, hooks.drop)
         self.roster = Roster(
@@ -219,6 +227,7 @@ class Router:
         self.state = State.CLOSING
         await self._starting.cancel()
         await self.fetchers.close()
+        self.history.write()  # what this turn sent to history groups, before the drain
         await self.background.close()
         await self._listening.cancel()
         self.requests.fail_all()
@@ -250,6 +259,7 @@ class Router:
         self.status.restored()
         if self.state is State.RUNNING:
             self.background.spawn(self.roster.announce_again())  # a restarted broker forgot us
+            self.sequencer.catch_up()  # what history groups missed while the connection was down
 
     def _dropped(self, reason: str, where: str) -> None:
         self._drop(reason, where, 1)
@@ -339,6 +349,10 @@ class Router:
         returns as :meth:`send` does."""
         if len(body) > self.max_body:
             self.check_size(body)
+        if self._has_history:
+            limits = self.history_limits(group)
+            if limits is not None:
+                return self._history_send(group, limits, body, exclude)
         members = self.groups.recipients(group)
         if members:
             self.mailboxes.deliver_many(members, body, exclude)
@@ -351,6 +365,25 @@ class Router:
         if self.outbox.collect(subject, payload, key):
             return None
         return self.outbox.publish(subject, payload, key)
+
+    def history_limits(self, group: str) -> HistoryLimits | None:
+        """``group``'s history limits, ``None`` for a plain group (remembered per group)."""
+        try:
+            return self._history_limits[group]
+        except KeyError:
+            if len(self._history_limits) >= _ROUTE_CACHE_SIZE:
+                self._history_limits.clear()
+            limits = self._history_limits[group] = self.settings.history_for(group)
+            return limits
+
+    def _history_send(
+        self, group: str, limits: HistoryLimits, body: bytes, exclude: str | None
+    ) -> Awaitable[None] | None:
+        """A history group's message goes to the broker first, local members included: the
+        broker gives it its position (see :mod:`.history`)."""
+        payload = envelope.encode(Envelope(GROUP, self.pid, group, body, None, None, exclude))
+        self.history.send(group, self.names.history(group), limits, payload)
+        return None
 
     async def _push_to_worker(self, channel: str, body: bytes, reply_to: str | None = None) -> None:
         message = Envelope(CHANNEL, self.pid, channel, body, reply_to, time.time())
@@ -470,10 +503,45 @@ class Router:
     # -- groups --------------------------------------------------------------------------------
 
     async def _subscribe_group(self, group: str) -> None:
+        if self._has_history and self.history_limits(group) is not None:
+            subject = self.names.history(group)
+            await self.transport.subscribe(subject, partial(self.sequencer.on_batch, group))
         await self.transport.subscribe(self.group_route(group)[0], self._on_group_message)
 
     async def _unsubscribe_group(self, group: str) -> None:
         await self.transport.unsubscribe(self.group_route(group)[0])
+        if self._has_history and self.history_limits(group) is not None:
+            await self.transport.unsubscribe(self.names.history(group))
+            self.sequencer.forget(group)
+
+    # -- history -------------------------------------------------------------------------------
+
+    def _deliver_in_order(self, group: str, body: bytes, exclude: str | None) -> None:
+        members = self.groups.recipients(group)
+        if members:
+            self.mailboxes.deliver_many(members, body, exclude)
+
+    def _read_since(self, group: str, since: int) -> Awaitable[HistorySlice]:
+        limits = self.history_limits(group)
+        if limits is None:
+            raise ValueError(f"{group!r} is not a history group")
+        return self.transport.history_read(self.names.history(group), since, None, limits)
+
+    async def group_history(
+        self, group: str, limits: HistoryLimits, since: Any, limit: int | None
+    ) -> tuple[HistorySlice, bool]:
+        """What ``group``'s history holds after ``since`` (a position as delivered, or
+        ``None``: the last ``limit``), and whether that is all that followed ``since``."""
+        position = parse_since(since)
+        subject = self.names.history(group)
+        found = await self.transport.history_read(
+            subject, None if position is None else position[1], limit, limits
+        )
+        if position is not None and found.epoch != position[0]:
+            # Another epoch: ``since`` means nothing here; give what is kept, not recovered.
+            found = await self.transport.history_read(subject, None, limit, limits)
+            return found, False
+        return found, recovered(found, position)
 
     async def group_add(self, group: str, channel: str, owner: str) -> None:
         if owner == self.pid:

@@ -11,6 +11,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ..transports.base import HistoryLimits
+from .history import HistoryRules, history_for
+
 
 @dataclass(frozen=True, slots=True)
 class LayerSettings:
@@ -29,6 +32,12 @@ class LayerSettings:
     broker_name: str
     #: Bytes reserved for the envelope around a message body (pid, names, reply address).
     envelope_allowance: int = 512
+    #: The ``history`` option, compiled: which groups keep history, and how much.
+    history: HistoryRules = ()
+
+    def history_for(self, group: str) -> HistoryLimits | None:
+        """The history limits of ``group``; ``None`` for a group without history."""
+        return history_for(self.history, group) if self.history else None
 
     def capacity_for(self, channel: str) -> int:
         """The capacity of ``channel``: the first ``channel_capacity`` pattern that matches it,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import random
 import shlex
 import shutil
 import signal
@@ -33,7 +34,34 @@ class BrokerBinaryMissing(RuntimeError):
     """The server program needed for a broker fixture is not installed."""
 
 
+def _ephemeral_ports() -> tuple[int, int]:
+    """The range the kernel picks outgoing connections' local ports from."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on, *below* the ephemeral range.
+
+    A port the kernel hands out for ``bind(0)`` is an ephemeral one: between this probe and the
+    server's own ``bind``, any outgoing connection on the machine (a client of another broker,
+    a test's layer) may take it as its local port, and the server fails with "address already
+    in use" — seen with the six-primary benchmark cluster. Ports below the range are never
+    taken that way; a random one that binds now is free unless another fixture races for it.
+    """
+    low, _ = _ephemeral_ports()
+    if low > 11_000:
+        for _ in range(50):
+            port = random.randrange(10_000, low)
+            with socket.socket() as probe:
+                try:
+                    probe.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])

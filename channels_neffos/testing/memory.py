@@ -21,10 +21,14 @@ What the broker does, as Redis would:
 * **Queues** hold at most ``capacity`` items (a push beyond returns ``False``); each item goes to
   exactly one ``queue_pop``.
 * **A registry of processes** whose entries expire ``ttl`` seconds after their last announcement.
+* **History** of groups, as Redis keeps it (:mod:`channels_neffos.transports.redis_history`):
+  an epoch, contiguous offsets, at most ``size`` messages each kept ``ttl`` seconds; an append
+  publishes its positioned batch in the same step.
 * **Outages on demand** (:meth:`MemoryBroker.stop`, :meth:`MemoryBroker.start`): while stopped,
   every call raises ``BrokerUnavailable`` and transports report the connection lost; a start
-  reports it restored. Like a broker restarted without persistence, a stop forgets queues and the
-  registry; subscriptions come back (transports re-issue them, as real ones do).
+  reports it restored. Like a broker restarted without persistence, a stop forgets queues, the
+  registry and every history (the next append starts a new epoch); subscriptions come back
+  (transports re-issue them, as real ones do).
 
 It is thread-safe: layers used from ``async_to_sync`` (a new event loop per call, in other
 threads) share it. It does not cross OS processes.
@@ -42,7 +46,16 @@ from typing import Any
 
 from ..channel_layer import NeffosChannelLayer
 from ..exceptions import BrokerUnavailable
-from ..transports.base import OnMessage, ProcessRegistry, Subject, Transport, TransportEvents
+from ..transports.base import (
+    HistoryLimits,
+    HistorySlice,
+    OnMessage,
+    ProcessRegistry,
+    Subject,
+    Transport,
+    TransportEvents,
+    pack_positioned,
+)
 
 #: The largest payload the in-memory broker takes by default (NATS' default, 1 MiB).
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
@@ -65,6 +78,15 @@ class _Queue:
     )
 
 
+@dataclass
+class _History:
+    epoch: str
+    offset: int = 0
+    #: (offset, appended at, payload), oldest first.
+    entries: deque[tuple[int, float, bytes]] = field(default_factory=deque)
+    last_write: float = 0.0
+
+
 class MemoryBroker:
     """Subjects, queues and a registry of processes, shared by the transports of one name."""
 
@@ -79,6 +101,7 @@ class MemoryBroker:
         self._patterns: dict[str, list[_Subscription]] = {}  # prefix -> subscriptions
         self._queues: dict[str, _Queue] = {}
         self._registry: dict[str, dict[str, float]] = {}  # key -> {pid: expires at}
+        self._histories: dict[str, _History] = {}
         self._transports: set[MemoryTransport] = set()
 
     def __repr__(self) -> str:
@@ -96,6 +119,7 @@ class MemoryBroker:
             self.running = False
             self._queues.clear()
             self._registry.clear()
+            self._histories.clear()
             transports = list(self._transports)
         for transport in transports:
             transport._lost()
@@ -193,6 +217,55 @@ class MemoryBroker:
             self._check()
             for name in [name for name in self._queues if name.startswith(prefix)]:
                 self._queues[name].items.clear()
+
+    # -- history -------------------------------------------------------------------------------
+
+    def _history(self, name: str, limits: HistoryLimits, now: float) -> _History | None:
+        history = self._histories.get(name)
+        if history is not None:
+            if now - history.last_write > limits.meta_ttl:
+                del self._histories[name]
+                return None
+            while history.entries and history.entries[0][1] < now - limits.ttl:
+                history.entries.popleft()
+        return history
+
+    def history_append(
+        self, subject: Subject, payloads: list[bytes], limits: HistoryLimits, epoch: str
+    ) -> tuple[str, int]:
+        with self._lock:
+            self._check()
+            now = monotonic()
+            history = self._history(subject.name, limits, now)
+            if history is None:
+                history = self._histories[subject.name] = _History(epoch)
+            first = history.offset + 1
+            for payload in payloads:
+                history.offset += 1
+                history.entries.append((history.offset, now, payload))
+            while len(history.entries) > limits.size:
+                history.entries.popleft()
+            history.last_write = now
+            batch = pack_positioned(history.epoch, first, payloads)
+            reached = list(self._exact.get(subject.name, ()))
+            for subscription in reached:  # under the lock: batches reach everyone in order
+                _deliver(subscription.loop, subscription.on_message, batch)
+            return history.epoch, first
+
+    def history_read(
+        self, subject: Subject, since: int | None, limit: int | None, limits: HistoryLimits
+    ) -> HistorySlice:
+        with self._lock:
+            self._check()
+            history = self._history(subject.name, limits, monotonic())
+            if history is None:
+                return HistorySlice(None, 0, [])
+            entries = [(offset, payload) for offset, _, payload in history.entries]
+        if since is not None:
+            entries = [entry for entry in entries if entry[0] > since][:limit]
+        elif limit:
+            entries = entries[-limit:]
+        return HistorySlice(history.epoch, history.offset, entries)
 
     # -- registry ------------------------------------------------------------------------------
 
@@ -344,6 +417,18 @@ class MemoryTransport(Transport):
 
     def registry(self) -> ProcessRegistry:
         return _MemoryRegistry(self._broker, f"{self._prefix}:processes")
+
+    keeps_history = True
+
+    def history_append(
+        self, subject: Subject, payloads: list[bytes], limits: HistoryLimits, epoch: str
+    ) -> None:
+        self._broker.history_append(subject, payloads, limits, epoch)
+
+    async def history_read(
+        self, subject: Subject, since: int | None, limit: int | None, limits: HistoryLimits
+    ) -> HistorySlice:
+        return self._broker.history_read(subject, since, limit, limits)
 
 
 class _MemoryRegistry(ProcessRegistry):

@@ -52,6 +52,69 @@ class Subject(NamedTuple):
     process: bool = False
     #: Whether it is a :meth:`Transport.wildcard` (subscribed as a pattern).
     pattern: bool = False
+    #: Whether it is a group's history subject: what arrives on it is a positioned batch
+    #: (:func:`pack_positioned`), published by :meth:`Transport.history_append`.
+    history: bool = False
+
+
+class HistoryLimits(NamedTuple):
+    """How much of a group's history the broker keeps."""
+
+    #: Messages kept (the oldest go first).
+    size: int
+    #: Seconds a message is kept after it was appended.
+    ttl: float
+    #: Seconds the group's position (epoch and latest offset) is kept after its last message,
+    #: so that offsets go on where they were when the group speaks again after a silence.
+    meta_ttl: float
+
+
+class HistorySlice(NamedTuple):
+    """What :meth:`Transport.history_read` found."""
+
+    #: The group's epoch; ``None`` if the broker holds no position for it (never written, or
+    #: lost).
+    epoch: str | None
+    #: The offset of the group's latest message (0: none yet).
+    offset: int
+    #: ``(offset, payload)`` of the messages read, oldest first, with no hole between them.
+    entries: list[tuple[int, bytes]]
+
+
+class HistoryUnsupported(Exception):
+    """This transport keeps no history."""
+
+
+def pack_positioned(epoch: str, first: int, payloads: list[bytes]) -> bytes:
+    """A positioned batch as it travels on a history subject: ``<epoch>:<first offset>:``
+    followed by each payload as ``<length>:<bytes>``; the payloads have the offsets ``first``,
+    ``first + 1``... (The Redis script builds the same bytes.)"""
+    parts = [f"{epoch}:{first}:".encode()]
+    for payload in payloads:
+        parts.append(b"%d:" % len(payload))
+        parts.append(payload)
+    return b"".join(parts)
+
+
+def unpack_positioned(data: bytes) -> tuple[str, int, list[bytes]]:
+    """``(epoch, first offset, payloads)`` of a positioned batch; ``ValueError`` if not one."""
+    try:
+        epoch, first, rest = data.split(b":", 2)
+        position = int(first)
+        payloads = []
+        start = 0
+        while start < len(rest):
+            colon = rest.index(b":", start)
+            end = colon + 1 + int(rest[start:colon])
+            if end > len(rest):
+                raise ValueError("truncated")
+            payloads.append(rest[colon + 1 : end])
+            start = end
+        if not epoch or position < 1 or not payloads:
+            raise ValueError("empty")
+        return epoch.decode("ascii"), position, payloads
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"not a positioned batch of a history subject ({exc})") from None
 
 
 class TransportEvents(Protocol):
@@ -170,6 +233,33 @@ class Transport(abc.ABC):
         """This broker's registry of live processes (presence); ``RegistryUnavailable`` if it
         keeps none."""
         raise RegistryUnavailable(f"{type(self).__name__} keeps no registry of processes")
+
+    #: Whether :meth:`history_append` and :meth:`history_read` work.
+    keeps_history: bool = False
+
+    def history_append(
+        self, subject: Subject, payloads: list[bytes], limits: HistoryLimits, epoch: str
+    ) -> None:
+        """Append ``payloads`` to the history of ``subject`` (a group's history subject) in one
+        atomic step that gives them the next offsets and publishes them, as one positioned
+        batch, to the subject's subscribers — so the order subscribers see is offset order.
+
+        Queued on the connection before this returns, without waiting for the broker's answer,
+        as :meth:`publish` does (not a coroutine: the core calls it from a callback, so no task
+        of its own can be cancelled with messages in it). Raises ``BrokerUnavailable`` while
+        the connection is down; a refusal the broker answers later goes to
+        :meth:`TransportEvents.dropped`. ``epoch`` is a fresh candidate, taken only if the
+        broker holds no position for the subject.
+        """
+        raise HistoryUnsupported(f"{type(self).__name__} keeps no history")
+
+    async def history_read(
+        self, subject: Subject, since: int | None, limit: int | None, limits: HistoryLimits
+    ) -> HistorySlice:
+        """The kept messages of ``subject`` after offset ``since`` (the first ``limit`` of
+        them), or without ``since`` the last ``limit`` (all if ``None``); messages older than
+        ``limits.ttl`` are not returned."""
+        raise HistoryUnsupported(f"{type(self).__name__} keeps no history")
 
 
 class RegistryUnavailable(Exception):

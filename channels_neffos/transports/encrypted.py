@@ -32,7 +32,17 @@ import hashlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .base import OnMessage, ProcessRegistry, Subject, Transport, TransportEvents
+from .base import (
+    HistoryLimits,
+    HistorySlice,
+    OnMessage,
+    ProcessRegistry,
+    Subject,
+    Transport,
+    TransportEvents,
+    pack_positioned,
+    unpack_positioned,
+)
 
 if TYPE_CHECKING:
     from cryptography.fernet import MultiFernet
@@ -125,7 +135,18 @@ class EncryptedTransport(Transport):
             if plain is not None:
                 on_message(plain)
 
-        await self._inner.subscribe(subject, opened)
+        def opened_batch(data: bytes) -> None:
+            # Each message of a positioned batch is sealed on its own (history keeps them one by
+            # one); one that no key opens keeps its offset, empty, so that no hole appears.
+            try:
+                epoch, first, payloads = unpack_positioned(data)
+            except ValueError:
+                on_message(data)  # garbage: the core counts it
+                return
+            plain = [self._open(payload, subject.name) or b"" for payload in payloads]
+            on_message(pack_positioned(epoch, first, plain))
+
+        await self._inner.subscribe(subject, opened_batch if subject.history else opened)
 
     async def unsubscribe(self, subject: Subject) -> None:
         await self._inner.unsubscribe(subject)
@@ -152,3 +173,22 @@ class EncryptedTransport(Transport):
 
     def registry(self) -> ProcessRegistry:
         return self._inner.registry()  # pids only: nothing to seal (they are in subjects too)
+
+    @property
+    def keeps_history(self) -> bool:  # type: ignore[override]
+        return self._inner.keeps_history
+
+    def history_append(
+        self, subject: Subject, payloads: list[bytes], limits: HistoryLimits, epoch: str
+    ) -> None:
+        sealed = [self._fernet.encrypt(payload) for payload in payloads]
+        self._inner.history_append(subject, sealed, limits, epoch)
+
+    async def history_read(
+        self, subject: Subject, since: int | None, limit: int | None, limits: HistoryLimits
+    ) -> HistorySlice:
+        found = await self._inner.history_read(subject, since, limit, limits)
+        entries = [
+            (offset, self._open(payload, subject.name) or b"") for offset, payload in found.entries
+        ]
+        return found._replace(entries=entries)

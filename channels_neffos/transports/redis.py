@@ -71,8 +71,17 @@ import hiredis
 from redis.asyncio import Redis
 
 from ..exceptions import BrokerUnavailable, PermissionDenied
+from . import redis_history
 from ._resp import ConnectionSource, RespConnection, pack
-from .base import OnMessage, ProcessRegistry, Subject, Transport, TransportEvents
+from .base import (
+    HistoryLimits,
+    HistorySlice,
+    OnMessage,
+    ProcessRegistry,
+    Subject,
+    Transport,
+    TransportEvents,
+)
 from .redis_connect import (
     REDIS_FAILURES,
     ErrorConversion,
@@ -557,6 +566,29 @@ class RedisTransport(Transport):
             return None
         payload = popped[1]
         return payload if isinstance(payload, bytes) else payload.encode()
+
+    # -- history -------------------------------------------------------------------------------
+
+    keeps_history = True
+
+    def history_append(
+        self, subject: Subject, payloads: list[bytes], limits: HistoryLimits, epoch: str
+    ) -> None:
+        name = subject.name
+        args = redis_history.append_args(name, name, self._publish_command, payloads, limits, epoch)
+        try:
+            self._commands.write(pack(b"EVAL", redis_history.APPEND, *args))
+        except ConnectionError as exc:  # not connected: reconnecting
+            raise self._converted(exc) from exc
+        self._reply_waiters.append(subject)  # answered as a PUBLISH is: refusals counted
+
+    async def history_read(
+        self, subject: Subject, since: int | None, limit: int | None, limits: HistoryLimits
+    ) -> HistorySlice:
+        args = redis_history.read_args(subject.name, since, limit, limits)
+        return redis_history.read_slice(
+            await self._command(pack(b"EVAL", redis_history.READ, *args))
+        )
 
     # -- presence ------------------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ a worker-channel push raises ``PermissionDenied``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -35,12 +36,16 @@ from typing import Any
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import AbstractConnection, ConnectionPool, SSLConnection, parse_url
 
+from .._aio import BackgroundTasks
 from ..exceptions import BrokerUnavailable
+from . import redis_history
 from ._resp import Pause, RespConnection
-from .base import ProcessRegistry, Subject, TransportEvents
+from .base import HistoryLimits, HistorySlice, ProcessRegistry, Subject, TransportEvents
 from .redis import _PUSH_IF_ROOM, RedisTransport
 from .redis_connect import BrokerErrors, redis_pool
 from .redis_registry import RedisRegistry, registry_key
+
+logger = logging.getLogger("channels_neffos.redis")
 
 
 class _SeedRotation:
@@ -98,8 +103,12 @@ class ClusterKeys:
         self.client = cluster_client(hosts)
         self._prefix = prefix
         self._errors = errors
+        self._appends = BackgroundTasks(logger, "a history append on the cluster")
+        self._last_append: asyncio.Future[None] | None = None
 
     async def close(self) -> None:
+        await self._appends.wait(timeout=5.0)
+        await self._appends.close()
         await self.client.aclose()
 
     def registry(self) -> ProcessRegistry:
@@ -108,6 +117,35 @@ class ClusterKeys:
     async def _eval(self, script: str, key: str, *args: str | int | bytes) -> Any:
         with self._errors:
             return await self.client.eval(script, 1, key, *args)
+
+    def history_append(
+        self, subject: Subject, payloads: list[bytes], limits: HistoryLimits, epoch: str
+    ) -> None:
+        """Classic pub/sub: the script runs on the slot's node, and its PUBLISH reaches every
+        node through the cluster bus. redis-py's cluster client sends it from a task: unlike on
+        one server or a sharded cluster, an append is not on the wire when this returns, and
+        one that fails is logged by the task; appends go one after the other, in call order."""
+        stream = redis_history.cluster_stream_key(subject.name)
+        args = redis_history.append_args(stream, subject.name, b"PUBLISH", payloads, limits, epoch)
+
+        previous = self._last_append
+
+        async def append() -> None:
+            if previous is not None:  # one after the other: the client has a pool of connections
+                await asyncio.wait([previous])
+            with self._errors:
+                await self.client.eval(redis_history.APPEND, *args)
+
+        self._last_append = self._appends.spawn(append())
+
+    async def history_read(
+        self, subject: Subject, since: int | None, limit: int | None, limits: HistoryLimits
+    ) -> HistorySlice:
+        stream = redis_history.cluster_stream_key(subject.name)
+        args = redis_history.read_args(stream, since, limit, limits)
+        with self._errors:
+            reply = await self.client.eval(redis_history.READ, *args)
+        return redis_history.read_slice(reply)
 
     async def queue_push(self, queue: Subject, payload: bytes, capacity: int, ttl: float) -> bool:
         ttl_seconds = max(1, int(ttl) + 1)
@@ -175,3 +213,13 @@ class ClusterRedisTransport(KeysOnTheCluster, RedisTransport):
     async def publish_request(self, subject: Subject, payload: bytes, reply_to: str) -> int | None:
         await self.publish(subject, payload)
         return None  # a node counts only its own subscribers: the count means nothing here
+
+    def history_append(
+        self, subject: Subject, payloads: list[bytes], limits: HistoryLimits, epoch: str
+    ) -> None:
+        self._keys.history_append(subject, payloads, limits, epoch)
+
+    async def history_read(
+        self, subject: Subject, since: int | None, limit: int | None, limits: HistoryLimits
+    ) -> HistorySlice:
+        return await self._keys.history_read(subject, since, limit, limits)

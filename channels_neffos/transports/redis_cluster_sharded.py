@@ -43,13 +43,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from .._aio import log_failure
 from ..exceptions import BrokerUnavailable
-from .base import OnMessage, Subject, Transport, TransportEvents
+from .base import (
+    HistoryLimits,
+    HistorySlice,
+    OnMessage,
+    Subject,
+    Transport,
+    TransportEvents,
+)
 from .redis import REDIS_MAX_PAYLOAD, RedisTransport
 from .redis_cluster import ClusterKeys, KeysOnTheCluster
 from .redis_connect import ErrorConversion, RedisCommandError, host_secrets, redact_redis_url
@@ -58,6 +66,7 @@ from .redis_slots import SLOTS, key_slot, shard_tag
 logger = logging.getLogger("channels_neffos.redis")
 
 Address = tuple[str, int]
+_T = TypeVar("_T")
 #: How often the slot map is read again while a slot's owner does not answer (seconds).
 _FOLLOW_INTERVAL = 0.25
 #: How many times a subscribe or an ask follows a MOVED answer before giving up.
@@ -344,15 +353,43 @@ class ShardedClusterTransport(KeysOnTheCluster, Transport):
 
     async def publish_request(self, subject: Subject, payload: bytes, reply_to: str) -> int | None:
         wire, slot = self._place(subject)
+        return await self._at_owner(
+            slot, lambda owner: owner.publish_request(wire, payload, reply_to)
+        )
+
+    async def _at_owner(self, slot: int, call: Callable[[RedisTransport], Awaitable[_T]]) -> _T:
+        """``call`` the owner of ``slot``, following a ``MOVED`` answer to the new owner."""
         attempt = 1
         while True:
             try:
-                return await self._owner(slot).publish_request(wire, payload, reply_to)
+                return await call(self._owner(slot))
             except BrokerUnavailable as exc:
                 if attempt == _MOVES or not str(exc.__cause__).startswith("MOVED"):
                     raise
             attempt += 1
             await self._reread_slot_map()
+
+    # -- history: the stream, its hash and the shard channel share the group's tag, so one slot
+
+    keeps_history = True
+
+    def history_append(
+        self, subject: Subject, payloads: list[bytes], limits: HistoryLimits, epoch: str
+    ) -> None:
+        """At the slot's owner; a ``MOVED`` answer is counted (``moved``) and followed."""
+        wire, slot = self._place(subject)
+        owner = self._owners[slot]
+        if owner is None:
+            owner = self._owner(slot)
+        owner.history_append(wire, payloads, limits, epoch)
+
+    async def history_read(
+        self, subject: Subject, since: int | None, limit: int | None, limits: HistoryLimits
+    ) -> HistorySlice:
+        wire, slot = self._place(subject)
+        return await self._at_owner(
+            slot, lambda owner: owner.history_read(wire, since, limit, limits)
+        )
 
 
 class _NodeEvents:

@@ -7,7 +7,8 @@ server, chosen by a stable hash (CRC-32) of its *shard key*:
 * a process's channels and reply addresses ``P:<pid>:...`` by the ``pid`` — so the process's one
   ``PSUBSCRIBE P:<pid>:*`` and every ``PUBLISH`` to its channels meet on the same server;
 * a group ``P:g:<group>`` by the group name;
-* a worker channel's list ``P:q:<name>`` by the channel name.
+* a worker channel's list ``P:q:<name>`` by the channel name;
+* a history group's stream, position and subject ``P:h:<group>`` by the group name.
 
 The core hands every subject over with that key (``Subject.shard``, see
 :mod:`channels_neffos._core.names`): this transport never parses a name.
@@ -28,7 +29,7 @@ import asyncio
 import zlib
 
 from ..exceptions import BrokerUnavailable
-from .base import OnMessage, ProcessRegistry, Subject, Transport
+from .base import HistoryLimits, HistorySlice, OnMessage, ProcessRegistry, Subject, Transport
 from .redis import RedisTransport
 
 #: The shard key of the presence registry's key (``P:p:processes``): "p", as it has always been,
@@ -100,6 +101,18 @@ class ShardedRedisTransport(Transport):
 
     async def queue_pop(self, queue: Subject, timeout: float, capacity: int) -> bytes | None:
         return await self.shard(queue.shard).queue_pop(queue, timeout, capacity)
+
+    keeps_history = True
+
+    def history_append(
+        self, subject: Subject, payloads: list[bytes], limits: HistoryLimits, epoch: str
+    ) -> None:
+        self.shard(subject.shard).history_append(subject, payloads, limits, epoch)
+
+    async def history_read(
+        self, subject: Subject, since: int | None, limit: int | None, limits: HistoryLimits
+    ) -> HistorySlice:
+        return await self.shard(subject.shard).history_read(subject, since, limit, limits)
 
     def registry(self) -> ProcessRegistry:
         """On the server its key hashes to, as any other key."""

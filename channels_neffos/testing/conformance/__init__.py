@@ -31,6 +31,7 @@ import pytest
 from ._ask import AskCases
 from ._groups import GroupCases
 from ._helpers import LayerSpec, eventually, receive_within, unique_prefix
+from ._history import HistoryCases
 from ._hygiene import HygieneCases
 from ._limits import LimitCases
 from ._messaging import MessagingCases
@@ -39,6 +40,7 @@ from ._presence import PresenceCases
 __all__ = [
     "AskCases",
     "ChannelLayerConformance",
+    "HistoryCases",
     "LayerSpec",
     "NeffosLayerConformance",
     "PresenceCases",

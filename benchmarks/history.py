@@ -1,0 +1,256 @@
+"""What history costs: group_send, fan-out and replay, history groups against plain ones, one run.
+
+    python -m benchmarks.history            # about a minute
+    python -m benchmarks.history --quick    # seconds: checks that it still runs
+    python -m benchmarks.history --docs     # also write docs/benchmarks/history.rst and .json
+
+On a private Redis (``channels_neffos.testing.brokers``), in interleaved rounds so that a slow
+spell of this shared machine hits every case alike:
+
+(1) **group_send** — one instance sends ``messages`` ``group_send``\\ s (``await`` one after the
+other), another instance's one member receives them: messages/s from the first send to the last
+delivery, to a plain group and to a history group.
+(2) **fan-out** — the same to a group with ``FANOUT_MEMBERS`` members on each of
+``FANOUT_INSTANCES`` receiving instances: deliveries/s.
+(3) **replay** — ``group_history(group)`` of a group holding ``REPLAY`` messages, and
+``group_history(group, since=...)`` of its last half, from a process that is no member: p50/p99.
+(4) **memory** — Redis ``MEMORY USAGE`` of a group's stream and hash holding ``REPLAY`` messages
+of the benchmark's size, per 1,000 messages.
+
+Targets (issue #20): history ``group_send`` ≥ 0.5 x plain; replay of 1,000 messages p50 ≤ 50 ms.
+Every delivery is checked (count, and for history groups contiguous offsets in order).
+NATS keeps no history in this version: its rows are absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from channels_neffos import RedisChannelLayer
+from channels_neffos.testing.brokers import RedisServer
+
+from .__main__ import REPO, interleaved_rounds
+
+MESSAGE = {"type": "bench.message", "text": "x" * 80}  # ~120 bytes once encoded
+HISTORY = {"hist-*": {"size": 100_000, "ttl": 3600}}
+FANOUT_INSTANCES = 3
+FANOUT_MEMBERS = 10
+REPLAY = 1_000
+#: Issue #20's targets.
+TARGET_SEND_RATIO = 0.5
+TARGET_REPLAY_P50_MS = 50.0
+FULL: dict[str, Any] = {"messages": 100_000, "fanout_messages": 10_000, "reads": 200, "rounds": 5}
+QUICK: dict[str, Any] = {"messages": 300, "fanout_messages": 50, "reads": 10, "rounds": 1}
+
+
+def _layer(url: str, prefix: str) -> RedisChannelLayer:
+    return RedisChannelLayer(hosts=[url], prefix=prefix, history=HISTORY, capacity=1_000_000)
+
+
+async def _send_and_receive(
+    url: str, history: bool, messages: int, instances: int, members: int
+) -> float:
+    """Deliveries/s of ``messages`` group_sends to ``members`` members on each of ``instances``
+    receiving instances; checks every delivery."""
+    prefix = "hb" + secrets.token_hex(4)
+    group = ("hist-" if history else "plain-") + secrets.token_hex(4)
+    sender = _layer(url, prefix)
+    receivers = [_layer(url, prefix) for _ in range(instances)]
+    channels = []
+    for receiver in receivers:
+        for _ in range(members):
+            channel = await receiver.new_channel()
+            await receiver.group_add(group, channel)
+            channels.append((receiver, channel))
+    await sender.group_send(group, MESSAGE)  # warm: every connection is up before timing
+    for receiver, channel in channels:
+        await asyncio.wait_for(receiver.receive(channel), 30)
+
+    async def drain(receiver: RedisChannelLayer, channel: str) -> list[int]:
+        offsets = []
+        for _ in range(messages):
+            message = await asyncio.wait_for(receiver.receive(channel), 60)
+            offsets.append(message["__position__"]["offset"] if history else 0)
+        return offsets
+
+    draining = [asyncio.ensure_future(drain(r, c)) for r, c in channels]
+    started = time.perf_counter()
+    for _ in range(messages):
+        await sender.group_send(group, MESSAGE)
+    received = await asyncio.gather(*draining)
+    elapsed = time.perf_counter() - started
+    if history:
+        for offsets in received:
+            if offsets != list(range(2, messages + 2)):
+                raise AssertionError("a history member saw a hole, a duplicate or another order")
+    for layer in (sender, *receivers):
+        await layer.close()
+    return messages * len(channels) / elapsed
+
+
+async def _replay(url: str, reads: int) -> dict[str, float]:
+    prefix = "hr" + secrets.token_hex(4)
+    group = "hist-" + secrets.token_hex(4)
+    sender, reader = _layer(url, prefix), _layer(url, prefix)
+    for n in range(REPLAY):
+        await sender.group_send(group, {**MESSAGE, "n": n})
+    await sender.close()
+    whole, since = [], []
+    middle = None
+    for _ in range(reads):
+        started = time.perf_counter()
+        found = await reader.group_history(group)
+        whole.append((time.perf_counter() - started) * 1000)
+        if len(found.messages) != REPLAY or not found.recovered:
+            raise AssertionError(f"replay returned {len(found.messages)} of {REPLAY}")
+        middle = found.messages[REPLAY // 2 - 1]["__position__"]
+        started = time.perf_counter()
+        half = await reader.group_history(group, since=middle)
+        since.append((time.perf_counter() - started) * 1000)
+        if len(half.messages) != REPLAY // 2 or not half.recovered:
+            raise AssertionError("replay since the middle was not the second half")
+    await reader.close()
+    return {
+        "all_p50_ms": _percentile(whole, 50),
+        "all_p99_ms": _percentile(whole, 99),
+        "since_half_p50_ms": _percentile(since, 50),
+        "since_half_p99_ms": _percentile(since, 99),
+    }
+
+
+async def _memory(url: str) -> dict[str, float]:
+    prefix = "hm" + secrets.token_hex(4)
+    group = "hist-" + secrets.token_hex(4)
+    sender = _layer(url, prefix)
+    for n in range(REPLAY):
+        await sender.group_send(group, {**MESSAGE, "n": n})
+    await sender.close()
+    client = redis.Redis.from_url(url)
+    try:
+        stream = f"{prefix}:h:{group}"
+        used = int(client.memory_usage(stream, samples=0) or 0)
+        used += int(client.memory_usage(f"{stream}:m", samples=0) or 0)
+        kept = int(client.xlen(stream))
+    finally:
+        client.close()
+    return {"bytes_per_1000": used / kept * 1000, "kept": kept}
+
+
+def _percentile(values: list[float], percent: int) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * percent / 100))]
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--docs", action="store_true")
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    out = REPO / "docs" / "benchmarks" if args.docs else args.out
+    with RedisServer() as server:
+        url = server.url
+        n, fan = sizes["messages"], sizes["fanout_messages"]
+        rates = interleaved_rounds(
+            "history",
+            {
+                "group_send plain": lambda: _send_and_receive(url, False, n, 1, 1),
+                "group_send history": lambda: _send_and_receive(url, True, n, 1, 1),
+                "fan-out plain": lambda: _send_and_receive(
+                    url, False, fan, FANOUT_INSTANCES, FANOUT_MEMBERS
+                ),
+                "fan-out history": lambda: _send_and_receive(
+                    url, True, fan, FANOUT_INSTANCES, FANOUT_MEMBERS
+                ),
+            },
+            sizes["rounds"],
+        )
+        replay = asyncio.run(_replay(url, sizes["reads"]))
+        memory = asyncio.run(_memory(url))
+    results: dict[str, Any] = {
+        "machine": f"{platform.system()} {platform.machine()}, {platform.python_version()}",
+        "sizes": sizes,
+        "rates": rates,
+        "history_over_plain": {
+            "group_send": rates["group_send history"] / rates["group_send plain"],
+            "fan-out": rates["fan-out history"] / rates["fan-out plain"],
+        },
+        "replay": replay,
+        "memory": memory,
+    }
+    results["targets"] = {
+        "group_send_ratio": results["history_over_plain"]["group_send"] >= TARGET_SEND_RATIO,
+        "replay_p50": replay["all_p50_ms"] <= TARGET_REPLAY_P50_MS,
+    }
+    print(json.dumps(results, indent=2))
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "history.json").write_text(json.dumps(results, indent=2) + "\n")
+        (out / "history.rst").write_text(table(results))
+    return results
+
+
+def table(results: dict[str, Any]) -> str:
+    rates, ratios, replay = results["rates"], results["history_over_plain"], results["replay"]
+    rows = [
+        ("group_send, 1 member", "group_send plain", "group_send history", "group_send"),
+        (
+            f"fan-out, {FANOUT_INSTANCES} instances x {FANOUT_MEMBERS} members",
+            "fan-out plain",
+            "fan-out history",
+            "fan-out",
+        ),
+    ]
+    lines = [
+        ".. list-table::",
+        "   :header-rows: 1",
+        "",
+        "   * - case (Redis)",
+        "     - plain group",
+        "     - history group",
+        "     - history / plain",
+    ]
+    for label, plain, history, ratio in rows:
+        lines += [
+            f"   * - {label} (deliveries/s)",
+            f"     - {rates[plain]:,.0f}",
+            f"     - {rates[history]:,.0f}",
+            f"     - {ratios[ratio]:.2f}",
+        ]
+    lines += [
+        "",
+        ".. list-table::",
+        "   :header-rows: 1",
+        "",
+        "   * - replay (Redis)",
+        "     - p50 ms",
+        "     - p99 ms",
+        f"   * - ``group_history`` of {REPLAY:,} messages",
+        f"     - {replay['all_p50_ms']:.1f}",
+        f"     - {replay['all_p99_ms']:.1f}",
+        f"   * - ``group_history(since=...)``: the last {REPLAY // 2:,}",
+        f"     - {replay['since_half_p50_ms']:.1f}",
+        f"     - {replay['since_half_p99_ms']:.1f}",
+        "",
+        f"Redis memory per 1,000 kept messages of ~120 bytes: "
+        f"{results['memory']['bytes_per_1000'] / 1024:,.0f} KiB "
+        f"(``MEMORY USAGE`` of the stream and its hash).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,219 @@
+"""History groups on a real Redis: what the conformance suite cannot do generically — connections
+cut mid-stream, a broker restarted without persistence, sends while it is down, closing right
+after a burst, sync callers."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import threading
+from functools import partial
+from typing import Any
+
+import pytest
+from asgiref.sync import async_to_sync
+
+from channels_neffos import RedisChannelLayer
+from channels_neffos.testing.brokers import BrokerProcess
+from channels_neffos.testing.conformance import eventually, receive_within
+
+from .support.proxy import TcpProxy
+from .support.redis_sentinel import RedisSentinelGroup
+
+HISTORY = {"h-*": {"size": 10_000, "ttl": 60}}
+
+
+def _layer(url: str, prefix: str, **options: Any) -> RedisChannelLayer:
+    return RedisChannelLayer(hosts=[url], prefix=prefix, history=HISTORY, **options)
+
+
+def _more_than(received: list[Any], count: int) -> bool:
+    return len(received) > count
+
+
+async def _sender_and_member(
+    url: str, prefix: str, group: str
+) -> tuple[RedisChannelLayer, RedisChannelLayer, str]:
+    """A sending instance, and another with one member of ``group``."""
+    sender, receiver = _layer(url, prefix), _layer(url, prefix)
+    channel = await receiver.new_channel()
+    await receiver.group_add(group, channel)
+    return sender, receiver, channel
+
+
+def _group() -> str:
+    return "h-" + secrets.token_hex(4)
+
+
+async def _written(layer: RedisChannelLayer, group: str, count: int) -> None:
+    async def done() -> bool:
+        return (await layer.group_history(group)).offset >= count
+
+    await eventually(done, what=f"{count} messages in the history of {group}")
+
+
+@pytest.mark.asyncio
+async def test_a_receiver_whose_connection_is_cut_mid_stream_gets_everything_once_in_order(
+    redis_server: BrokerProcess,
+) -> None:
+    """The receiver reaches Redis through a proxy that resets its connections twice while a
+    sender (untouched) streams 600 messages: what was published meanwhile is read from history
+    and delivered in its place — every message once, in offset order, no gap."""
+    prefix = "cut" + secrets.token_hex(4)
+    group = _group()
+    total = 600
+    async with TcpProxy(redis_server.port) as proxy:
+        receiver = _layer(f"redis://127.0.0.1:{proxy.port}", prefix, capacity=total)
+        sender = _layer(f"redis://127.0.0.1:{redis_server.port}", prefix)
+        channel = await receiver.new_channel()
+        await receiver.group_add(group, channel)
+        received: list[dict[str, Any]] = []
+
+        async def receive() -> None:
+            while len(received) < total:
+                received.append(await receive_within(receiver, channel, timeout=20))
+
+        receiving = asyncio.ensure_future(receive())
+        for n in range(total):
+            await sender.group_send(group, {"type": "m", "n": n})
+            if n in (200, 400):
+                await eventually(partial(_more_than, received, n - 50), what="the stream flowing")
+                proxy.cut()
+            if n % 20 == 0:
+                await asyncio.sleep(0.005)  # a steady stream, not one burst
+        await asyncio.wait_for(receiving, 30)
+        assert [m["n"] for m in received] == list(range(total))
+        assert [m["__position__"]["offset"] for m in received] == list(range(1, total + 1))
+        assert not any(m["__position__"].get("gap") for m in received)
+        assert receiver.counters["connection_lost"] >= 1
+        assert receiver.counters["history_gap"] == 0
+        assert sender.counters["history_unwritten"] == 0
+        await receiver.close()
+        await sender.close()
+
+
+@pytest.mark.asyncio
+async def test_a_broker_restarted_without_persistence_starts_a_new_epoch_and_members_are_told(
+    fresh_redis_server: BrokerProcess,
+) -> None:
+    group = _group()
+    sender, receiver, channel = await _sender_and_member(
+        fresh_redis_server.url, "epoch" + secrets.token_hex(4), group
+    )
+    for n in range(3):
+        await sender.group_send(group, {"type": "m", "n": n})
+    before = [await receive_within(receiver, channel) for _ in range(3)]
+    old_epoch = before[0]["__position__"]["epoch"]
+
+    fresh_redis_server.restart()  # nothing on disk: streams and positions are gone
+    await eventually(lambda: receiver.counters["connection_restored"] >= 1, timeout=20)
+
+    async def sent_after_restart() -> bool:
+        await sender.group_send(group, {"type": "m", "n": 3})
+        return sender.counters["history_unwritten"] == 0 or (
+            (await receiver.group_history(group)).offset >= 1
+        )
+
+    await eventually(sent_after_restart, timeout=20, what="a send after the restart")
+    after = await receive_within(receiver, channel, timeout=10)
+    position = after["__position__"]
+    assert position["epoch"] != old_epoch
+    assert position["gap"] is True  # what happened to the old epoch's end is unknown
+    assert receiver.counters["history_gap"] >= 1
+    found = await receiver.group_history(group, since=before[-1]["__position__"])
+    assert not found.recovered
+    await sender.close()
+    await receiver.close()
+
+
+@pytest.mark.asyncio
+async def test_sends_while_the_broker_is_down_are_counted_at_the_sender(
+    fresh_redis_server: BrokerProcess,
+) -> None:
+    prefix = "down" + secrets.token_hex(4)
+    group = _group()
+    sender = _layer(fresh_redis_server.url, prefix)
+    await sender.group_send(group, {"type": "m"})
+    await _written(sender, group, 1)
+    fresh_redis_server.kill()
+    await eventually(lambda: sender.counters["connection_lost"] >= 1, what="the loss noticed")
+    for _ in range(5):
+        await sender.group_send(group, {"type": "m"})  # returns: queued, not confirmed
+    await eventually(lambda: sender.counters["history_unwritten"] == 5, what="five counted")
+    await sender.close()
+
+
+@pytest.mark.asyncio
+async def test_closing_right_after_a_burst_writes_the_burst(redis_server: BrokerProcess) -> None:
+    prefix = "burst" + secrets.token_hex(4)
+    group = _group()
+    sender = _layer(redis_server.url, prefix)
+    for n in range(2_000):
+        await sender.group_send(group, {"type": "m", "n": n})
+    await sender.close()
+    reader = _layer(redis_server.url, prefix)
+    found = await reader.group_history(group)
+    assert found.offset == 2_000
+    assert [m["n"] for m in found.messages] == list(range(2_000))
+    assert sender.counters["history_unwritten"] == 0
+    await reader.close()
+
+
+def test_sync_callers_send_to_history_groups(redis_server: BrokerProcess) -> None:
+    """From views and Celery tasks (a new event loop per call, in other threads)."""
+    prefix = "sync" + secrets.token_hex(4)
+    group = _group()
+    layer = _layer(redis_server.url, prefix)
+
+    def view(n: int) -> None:
+        async_to_sync(layer.group_send)(group, {"type": "m", "n": n})
+
+    threads = [threading.Thread(target=view, args=(n,)) for n in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    found = async_to_sync(layer.group_history)(group)
+    assert found.offset == 10
+    assert sorted(m["n"] for m in found.messages) == list(range(10))
+    assert layer.counters["history_unwritten"] == 0
+
+
+@pytest.mark.asyncio
+async def test_a_graceful_sentinel_failover_keeps_the_epoch_and_the_order(
+    fresh_redis_sentinel: RedisSentinelGroup,
+) -> None:
+    """The replica had every message (a graceful failover waits for it): the new master goes on
+    with the same epoch and the next offsets, and the member, which follows the master, misses
+    nothing and is told of no gap."""
+    prefix = "sentinel" + secrets.token_hex(4)
+    group = _group()
+    entry = fresh_redis_sentinel.hosts_entry()
+    sender = RedisChannelLayer(hosts=[entry], prefix=prefix, history=HISTORY)
+    receiver = RedisChannelLayer(hosts=[entry], prefix=prefix, history=HISTORY, capacity=1000)
+    channel = await receiver.new_channel()
+    await receiver.group_add(group, channel)
+    for n in range(20):
+        await sender.group_send(group, {"type": "m", "n": n})
+    before = [await receive_within(receiver, channel) for _ in range(20)]
+    fresh_redis_sentinel.failover()
+    await asyncio.get_running_loop().run_in_executor(None, fresh_redis_sentinel.wait_for_failover)
+
+    async def sent_to_the_new_master() -> bool:
+        unwritten = sender.counters["history_unwritten"] + sender.counters["unconfirmed"]
+        await sender.group_send(group, {"type": "m", "n": 20})
+        await asyncio.sleep(0.05)
+        return bool(
+            sender.counters["history_unwritten"] + sender.counters["unconfirmed"] == unwritten
+        )
+
+    await eventually(sent_to_the_new_master, timeout=30, what="a send to the new master")
+    after = await receive_within(receiver, channel, timeout=15)
+    assert after["__position__"]["epoch"] == before[0]["__position__"]["epoch"]
+    assert after["__position__"]["offset"] > 20
+    assert not after["__position__"].get("gap")
+    found = await receiver.group_history(group, since=before[-1]["__position__"])
+    assert found.recovered
+    assert receiver.counters["history_gap"] == 0
+    await sender.close()
+    await receiver.close()
