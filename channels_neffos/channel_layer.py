@@ -42,9 +42,9 @@ from channels.layers import BaseChannelLayer
 
 from . import envelope
 from ._core import asks
-from ._core.history import GroupHistory, compile_history, history_for
+from ._core.history import GroupHistory, compile_history
 from ._core.roster import MEMBERS, PROCESS_STATS, SIZE
-from ._core.router import Router, RouterHooks, State
+from ._core.router import HistoryRouter, Router, RouterHooks, State
 from ._core.settings import LayerSettings
 from ._core.validation import (
     INVALID_NAME,
@@ -194,7 +194,8 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
             report=lambda: reported(loop, self),
         )
         pid = self.pid_source() if self.pid_source else secrets.token_hex(6)
-        return Router(self._settings(), pid, self.transport_for, hooks)
+        router = HistoryRouter if self.history else Router
+        return router(self._settings(), pid, self.transport_for, hooks)
 
     async def _router(self) -> Router:
         """This event loop's router, connected (made and started on first use)."""
@@ -411,11 +412,6 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
             self._valid_groups.add(group)
         if type(message) is not dict or _ASGI_KEY in message or _ASK_KEY in message:
             check_message(message)
-        if self.history and envelope.POSITION_KEY in message and history_for(self.history, group):
-            raise ValueError(
-                f"a message to history group {group!r} must not carry the reserved key "
-                f"{envelope.POSITION_KEY!r}: its position is given by the broker"
-            )
         body = envelope.pack_body(message)
         if exclude is not None:
             check_channel_name(exclude)

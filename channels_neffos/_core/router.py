@@ -29,7 +29,11 @@ Routing (subjects in :mod:`.names`):
 * Requests (asks, membership changes, presence questions) flush the outbox before they are
   published, so a request never overtakes what this process sent before it.
 
-Delivery is at-most-once. Order is FIFO per sender and channel; a message sent to a channel and a
+A layer with a ``history`` option gets a :class:`HistoryRouter`: its ``group_send`` to a group
+with history goes to the broker first, for the group's position, and its members get it from
+there in the group's one order (:mod:`.history`).
+
+Delivery is at-most-once (history groups: see :mod:`.history`). Order is FIFO per sender and channel; a message sent to a channel and a
 ``group_send`` reaching the same channel travel on different subjects, so their relative order
 holds locally and on a single Redis server (one pub/sub connection) but not necessarily on NATS
 or across sharded Redis servers. Every loss the router can see is counted (``layer.counters``)
@@ -349,10 +353,6 @@ class Router:
         returns as :meth:`send` does."""
         if len(body) > self.max_body:
             self.check_size(body)
-        if self._has_history:
-            limits = self.history_limits(group)
-            if limits is not None:
-                return self._history_send(group, limits, body, exclude)
         members = self.groups.recipients(group)
         if members:
             self.mailboxes.deliver_many(members, body, exclude)
@@ -376,14 +376,18 @@ class Router:
             limits = self._history_limits[group] = self.settings.history_for(group)
             return limits
 
-    def _history_send(
+    def history_send(
         self, group: str, limits: HistoryLimits, body: bytes, exclude: str | None
-    ) -> Awaitable[None] | None:
+    ) -> None:
         """A history group's message goes to the broker first, local members included: the
         broker gives it its position (see :mod:`.history`)."""
+        if b"__position__" in body and envelope.POSITION_KEY in envelope.unpack_body(body):
+            raise ValueError(
+                f"a message to history group {group!r} must not carry the reserved key "
+                f"{envelope.POSITION_KEY!r}: its position is given by the broker"
+            )
         payload = envelope.encode(Envelope(GROUP, self.pid, group, body, None, None, exclude))
         self.history.send(group, self.names.history(group), limits, payload)
-        return None
 
     async def _push_to_worker(self, channel: str, body: bytes, reply_to: str | None = None) -> None:
         message = Envelope(CHANNEL, self.pid, channel, body, reply_to, time.time())
@@ -752,3 +756,18 @@ class Router:
         finally:
             self.mailboxes.close(channel)
         return monotonic() - started
+
+
+class HistoryRouter(Router):
+    """The router of a layer with a ``history`` option: :meth:`group_send` looks up whether the
+    group keeps history first. A separate class, so that a layer without history pays nothing
+    for the look-up on its hottest path."""
+
+    def group_send(self, group: str, body: bytes, exclude: str | None) -> Awaitable[None] | None:
+        limits = self.history_limits(group)
+        if limits is None:
+            return super().group_send(group, body, exclude)
+        if len(body) > self.max_body:
+            self.check_size(body)
+        self.history_send(group, limits, body, exclude)
+        return None
