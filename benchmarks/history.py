@@ -4,8 +4,8 @@
     python -m benchmarks.history --quick    # seconds: checks that it still runs
     python -m benchmarks.history --docs     # also write docs/benchmarks/history.rst and .json
 
-On a private Redis (``channels_neffos.testing.brokers``), in interleaved rounds so that a slow
-spell of this shared machine hits every case alike:
+On a private Redis and a private NATS server with JetStream (``channels_neffos.testing.brokers``),
+in interleaved rounds so that a slow spell of this shared machine hits every case alike:
 
 (1) **group_send** — one instance sends ``messages`` ``group_send``\\ s (``await`` one after the
 other), another instance's one member receives them: messages/s from the first send to the last
@@ -14,12 +14,12 @@ delivery, to a plain group and to a history group.
 ``FANOUT_INSTANCES`` receiving instances: deliveries/s.
 (3) **replay** — ``group_history(group)`` of a group holding ``REPLAY`` messages, and
 ``group_history(group, since=...)`` of its last half, from a process that is no member: p50/p99.
-(4) **memory** — Redis ``MEMORY USAGE`` of a group's stream and hash holding ``REPLAY`` messages
-of the benchmark's size, per 1,000 messages.
+(4) **memory** — what the broker keeps for a group holding ``REPLAY`` messages of the benchmark's
+size, per 1,000 messages: Redis ``MEMORY USAGE`` of its stream and hash; NATS the bytes of
+its batches in the stream (on disk).
 
 Targets (issue #20): history ``group_send`` ≥ 0.5 x plain; replay of 1,000 messages p50 ≤ 50 ms.
 Every delivery is checked (count, and for history groups contiguous offsets in order).
-NATS keeps no history in this version: its rows are absent.
 """
 
 from __future__ import annotations
@@ -30,13 +30,16 @@ import json
 import platform
 import secrets
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import nats
 import redis
 
-from channels_neffos import RedisChannelLayer
-from channels_neffos.testing.brokers import RedisServer
+from channels_neffos import NatsChannelLayer, RedisChannelLayer
+from channels_neffos.channel_layer import NeffosChannelLayer
+from channels_neffos.testing.brokers import NatsServer, RedisServer
 
 from .__main__ import REPO, interleaved_rounds
 
@@ -52,7 +55,14 @@ FULL: dict[str, Any] = {"messages": 100_000, "fanout_messages": 10_000, "reads":
 QUICK: dict[str, Any] = {"messages": 300, "fanout_messages": 50, "reads": 10, "rounds": 1}
 
 
-def _layer(url: str, prefix: str) -> RedisChannelLayer:
+BROKERS = ("Redis", "NATS")
+
+
+def _layer(url: str, prefix: str) -> NeffosChannelLayer:
+    if url.startswith("nats://"):
+        return NatsChannelLayer(
+            servers=[url], prefix=prefix, history=HISTORY, capacity=1_000_000, presence=False
+        )
     return RedisChannelLayer(hosts=[url], prefix=prefix, history=HISTORY, capacity=1_000_000)
 
 
@@ -75,7 +85,7 @@ async def _send_and_receive(
     for receiver, channel in channels:
         await asyncio.wait_for(receiver.receive(channel), 30)
 
-    async def drain(receiver: RedisChannelLayer, channel: str) -> list[int]:
+    async def drain(receiver: NeffosChannelLayer, channel: str) -> list[int]:
         offsets = []
         for _ in range(messages):
             message = await asyncio.wait_for(receiver.receive(channel), 60)
@@ -134,6 +144,13 @@ async def _memory(url: str) -> dict[str, float]:
     for n in range(REPLAY):
         await sender.group_send(group, {**MESSAGE, "n": n})
     await sender.close()
+    if url.startswith("nats://"):
+        client = await nats.connect(url)
+        try:
+            info = await client.jetstream().stream_info(f"{prefix}_history")
+        finally:
+            await client.close()
+        return {"bytes_per_1000": info.state.bytes / REPLAY * 1000, "kept": REPLAY}
     client = redis.Redis.from_url(url)
     try:
         stream = f"{prefix}:h:{group}"
@@ -160,39 +177,42 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
     out = REPO / "docs" / "benchmarks" if args.docs else args.out
-    with RedisServer() as server:
-        url = server.url
+    with RedisServer() as redis_server, NatsServer() as nats_server:
+        urls = {"Redis": redis_server.url, "NATS": nats_server.url}
         n, fan = sizes["messages"], sizes["fanout_messages"]
-        rates = interleaved_rounds(
-            "history",
-            {
-                "group_send plain": lambda: _send_and_receive(url, False, n, 1, 1),
-                "group_send history": lambda: _send_and_receive(url, True, n, 1, 1),
-                "fan-out plain": lambda: _send_and_receive(
-                    url, False, fan, FANOUT_INSTANCES, FANOUT_MEMBERS
-                ),
-                "fan-out history": lambda: _send_and_receive(
-                    url, True, fan, FANOUT_INSTANCES, FANOUT_MEMBERS
-                ),
-            },
-            sizes["rounds"],
-        )
-        replay = asyncio.run(_replay(url, sizes["reads"]))
-        memory = asyncio.run(_memory(url))
+        cases = {}
+        for broker, url in urls.items():
+            for kind, history in (("plain", False), ("history", True)):
+                cases[f"{broker} group_send {kind}"] = partial(
+                    _send_and_receive, url, history, n, 1, 1
+                )
+                cases[f"{broker} fan-out {kind}"] = partial(
+                    _send_and_receive, url, history, fan, FANOUT_INSTANCES, FANOUT_MEMBERS
+                )
+        rates = interleaved_rounds("history", cases, sizes["rounds"])
+        replay = {broker: asyncio.run(_replay(url, sizes["reads"])) for broker, url in urls.items()}
+        memory = {broker: asyncio.run(_memory(url)) for broker, url in urls.items()}
     results: dict[str, Any] = {
         "machine": f"{platform.system()} {platform.machine()}, {platform.python_version()}",
         "sizes": sizes,
         "rates": rates,
         "history_over_plain": {
-            "group_send": rates["group_send history"] / rates["group_send plain"],
-            "fan-out": rates["fan-out history"] / rates["fan-out plain"],
+            broker: {
+                case: rates[f"{broker} {case} history"] / rates[f"{broker} {case} plain"]
+                for case in ("group_send", "fan-out")
+            }
+            for broker in BROKERS
         },
         "replay": replay,
         "memory": memory,
     }
     results["targets"] = {
-        "group_send_ratio": results["history_over_plain"]["group_send"] >= TARGET_SEND_RATIO,
-        "replay_p50": replay["all_p50_ms"] <= TARGET_REPLAY_P50_MS,
+        broker: {
+            "group_send_ratio": results["history_over_plain"][broker]["group_send"]
+            >= TARGET_SEND_RATIO,
+            "replay_p50": replay[broker]["all_p50_ms"] <= TARGET_REPLAY_P50_MS,
+        }
+        for broker in BROKERS
     }
     print(json.dumps(results, indent=2))
     if out is not None:
@@ -203,50 +223,59 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 def table(results: dict[str, Any]) -> str:
-    rates, ratios, replay = results["rates"], results["history_over_plain"], results["replay"]
-    rows = [
-        ("group_send, 1 member", "group_send plain", "group_send history", "group_send"),
-        (
-            f"fan-out, {FANOUT_INSTANCES} instances x {FANOUT_MEMBERS} members",
-            "fan-out plain",
-            "fan-out history",
-            "fan-out",
-        ),
-    ]
+    rates, ratios = results["rates"], results["history_over_plain"]
     lines = [
         ".. list-table::",
         "   :header-rows: 1",
         "",
-        "   * - case (Redis)",
+        "   * - case (deliveries/s)",
+        "     - broker",
         "     - plain group",
         "     - history group",
         "     - history / plain",
     ]
-    for label, plain, history, ratio in rows:
-        lines += [
-            f"   * - {label} (deliveries/s)",
-            f"     - {rates[plain]:,.0f}",
-            f"     - {rates[history]:,.0f}",
-            f"     - {ratios[ratio]:.2f}",
-        ]
+    labels = {
+        "group_send": "group_send, 1 member",
+        "fan-out": f"fan-out, {FANOUT_INSTANCES} instances x {FANOUT_MEMBERS} members",
+    }
+    for case, label in labels.items():
+        for broker in BROKERS:
+            lines += [
+                f"   * - {label}",
+                f"     - {broker}",
+                f"     - {rates[f'{broker} {case} plain']:,.0f}",
+                f"     - {rates[f'{broker} {case} history']:,.0f}",
+                f"     - {ratios[broker][case]:.2f}",
+            ]
     lines += [
         "",
         ".. list-table::",
         "   :header-rows: 1",
         "",
-        "   * - replay (Redis)",
+        "   * - replay",
+        "     - broker",
         "     - p50 ms",
         "     - p99 ms",
-        f"   * - ``group_history`` of {REPLAY:,} messages",
-        f"     - {replay['all_p50_ms']:.1f}",
-        f"     - {replay['all_p99_ms']:.1f}",
-        f"   * - ``group_history(since=...)``: the last {REPLAY // 2:,}",
-        f"     - {replay['since_half_p50_ms']:.1f}",
-        f"     - {replay['since_half_p99_ms']:.1f}",
+    ]
+    for broker in BROKERS:
+        replay = results["replay"][broker]
+        lines += [
+            f"   * - ``group_history`` of {REPLAY:,} messages",
+            f"     - {broker}",
+            f"     - {replay['all_p50_ms']:.1f}",
+            f"     - {replay['all_p99_ms']:.1f}",
+            f"   * - ``group_history(since=...)``: the last {REPLAY // 2:,}",
+            f"     - {broker}",
+            f"     - {replay['since_half_p50_ms']:.1f}",
+            f"     - {replay['since_half_p99_ms']:.1f}",
+        ]
+    memory = results["memory"]
+    lines += [
         "",
-        f"Redis memory per 1,000 kept messages of ~120 bytes: "
-        f"{results['memory']['bytes_per_1000'] / 1024:,.0f} KiB "
-        f"(``MEMORY USAGE`` of the stream and its hash).",
+        "What the broker keeps per 1,000 messages of ~120 bytes: Redis "
+        f"{memory['Redis']['bytes_per_1000'] / 1024:,.0f} KiB of memory (``MEMORY USAGE`` of the "
+        f"stream and its hash), NATS {memory['NATS']['bytes_per_1000'] / 1024:,.0f} KiB in its "
+        "stream (on disk; batches of this run's size).",
         "",
     ]
     return "\n".join(lines)

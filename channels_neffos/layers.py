@@ -118,9 +118,6 @@ class NatsChannelLayer(NeffosChannelLayer):
     """
 
     broker_name = "NATS"
-    #: History on NATS (JetStream) is not built yet: ``history`` raises ``ValueError``.
-    keeps_history = False
-    extensions = [e for e in NeffosChannelLayer.extensions if e != "history"]
 
     def __init__(
         self,

@@ -149,12 +149,15 @@ def redis_acl(
 def nats_permissions(prefix: str) -> dict[str, dict[str, list[str]]]:
     """The subject permissions a NATS layer with ``prefix`` needs, and nothing more::
 
-        {"publish": {"allow": ["P.>", <presence>]}, "subscribe": {"allow": ["P.>"]}}
+        {"publish": {"allow": ["P.>", <presence>, <history>]}, "subscribe": {"allow": ["P.>"]}}
 
     where ``<presence>`` is the JetStream API of the one key-value bucket presence keeps
     (``$JS.API.STREAM.CREATE``, ``INFO`` and ``PURGE`` of ``KV_P_processes``, and
-    ``$KV.P_processes.>``), which nats-py answers on
-    ``P._INBOX.…`` (inside ``P.>``). Leave them out with ``presence=False``. Use it
+    ``$KV.P_processes.>``) and ``<history>`` that of the one stream history groups keep
+    (``$JS.API.STREAM.CREATE``, ``UPDATE`` and ``INFO`` of ``P_history``, and
+    ``$JS.API.DIRECT.GET.P_history`` and ``.>``), which nats-py answers on ``P._INBOX.…`` (inside
+    ``P.>``). Presence's are not needed with ``presence=False``, history's without the
+    ``history`` option. Use it
     as the ``permissions`` of a user in the server's ``authorization`` block (NATS config is a
     superset of JSON, so ``json.dumps`` of it can be pasted), or, renamed ``pub``/``sub``, in a
     user JWT (``nsc edit user --allow-pubsub 'P.>'``). A prefix starting with ``_`` appears as
@@ -175,4 +178,14 @@ def nats_permissions(prefix: str) -> dict[str, dict[str, list[str]]]:
         f"$JS.API.STREAM.PURGE.{stream}",
         f"$KV.{bucket}.>",
     ]
-    return {"publish": {"allow": [*subjects, *presence]}, "subscribe": {"allow": list(subjects)}}
+    # History groups: one stream, its batched direct gets (nats_history).
+    history_stream = f"{prefix}_history"
+    history = [
+        f"$JS.API.STREAM.CREATE.{history_stream}",
+        f"$JS.API.STREAM.UPDATE.{history_stream}",
+        f"$JS.API.STREAM.INFO.{history_stream}",
+        f"$JS.API.DIRECT.GET.{history_stream}",
+        f"$JS.API.DIRECT.GET.{history_stream}.>",  # a group's last batch, by its subject
+    ]
+    publish = [*subjects, *presence, *history]
+    return {"publish": {"allow": publish}, "subscribe": {"allow": list(subjects)}}

@@ -153,7 +153,7 @@ class TestClassicRedisClusterChannelLayer(NeffosLayerConformance, HistoryCases):
     test_group_ask_no_responders_for_an_empty_group = None
 
 
-class TestNatsChannelLayer(NeffosLayerConformance):
+class TestNatsChannelLayer(NeffosLayerConformance, HistoryCases):
     @pytest.fixture
     def layer_spec(self, nats_spec: LayerSpec) -> LayerSpec:
         return nats_spec
@@ -199,7 +199,7 @@ def restricted_nats_users() -> Iterator[RestrictedNatsUsers]:
         yield users
 
 
-class TestNatsRestrictedUser(NeffosLayerConformance):
+class TestNatsRestrictedUser(NeffosLayerConformance, HistoryCases):
     """Everything, as a user holding exactly ``channels_neffos.security.nats_permissions`` for
     the test's prefix: publish and subscribe on ``P.>``, nothing else."""
 
@@ -221,7 +221,7 @@ class TestEncryptedRedisChannelLayer(NeffosLayerConformance, HistoryCases):
     test_no_responders_for_an_unread_worker_channel = None  # as TestRedisChannelLayer
 
 
-class TestEncryptedNatsChannelLayer(NeffosLayerConformance):
+class TestEncryptedNatsChannelLayer(NeffosLayerConformance, HistoryCases):
     """Everything, with ``symmetric_encryption_keys``: sealing changes no guarantee."""
 
     @pytest.fixture

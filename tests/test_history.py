@@ -1,11 +1,13 @@
-"""History groups on a real Redis: what the conformance suite cannot do generically — connections
-cut mid-stream, a broker restarted without persistence, sends while it is down, closing right
-after a burst, sync callers."""
+"""History groups on real Redis and NATS servers: what the conformance suite cannot do
+generically — connections cut mid-stream, a broker restarted without persistence (and NATS with
+its stream kept), sends while it is down, closing right after a burst, sync callers, a Sentinel
+failover."""
 
 from __future__ import annotations
 
 import asyncio
 import secrets
+import shutil
 import threading
 from functools import partial
 from typing import Any
@@ -13,8 +15,9 @@ from typing import Any
 import pytest
 from asgiref.sync import async_to_sync
 
-from channels_neffos import RedisChannelLayer
-from channels_neffos.testing.brokers import BrokerProcess
+from channels_neffos import NatsChannelLayer, RedisChannelLayer
+from channels_neffos.channel_layer import NeffosChannelLayer
+from channels_neffos.testing.brokers import BrokerProcess, NatsServer
 from channels_neffos.testing.conformance import eventually, receive_within
 
 from .support.proxy import TcpProxy
@@ -23,8 +26,38 @@ from .support.redis_sentinel import RedisSentinelGroup
 HISTORY = {"h-*": {"size": 10_000, "ttl": 60}}
 
 
-def _layer(url: str, prefix: str, **options: Any) -> RedisChannelLayer:
+def _layer(url: str, prefix: str, **options: Any) -> NeffosChannelLayer:
+    if url.startswith("nats://"):
+        return NatsChannelLayer(servers=[url], prefix=prefix, history=HISTORY, **options)
     return RedisChannelLayer(hosts=[url], prefix=prefix, history=HISTORY, **options)
+
+
+@pytest.fixture(params=["redis", "nats"])
+def server(request: pytest.FixtureRequest) -> BrokerProcess:
+    """The session's Redis, or its NATS server."""
+    return request.getfixturevalue(f"{request.param}_server")  # type: ignore[no-any-return]
+
+
+@pytest.fixture(params=["redis", "nats"])
+def fresh_server(request: pytest.FixtureRequest) -> BrokerProcess:
+    """A server of this test's own, to kill and restart."""
+    return request.getfixturevalue(f"fresh_{request.param}_server")  # type: ignore[no-any-return]
+
+
+def _tcp_url(server: BrokerProcess, port: int) -> str:
+    scheme = "nats" if isinstance(server, NatsServer) else "redis"
+    return f"{scheme}://127.0.0.1:{port}"
+
+
+def _restart_without_persistence(server: BrokerProcess) -> None:
+    """Restart ``server`` with nothing of what it stored (Redis keeps nothing on disk here;
+    NATS loses its JetStream directory)."""
+    if isinstance(server, NatsServer):
+        server.kill()
+        shutil.rmtree(server.workdir / "jetstream", ignore_errors=True)
+        server.start()
+    else:
+        server.restart()
 
 
 def _more_than(received: list[Any], count: int) -> bool:
@@ -33,7 +66,7 @@ def _more_than(received: list[Any], count: int) -> bool:
 
 async def _sender_and_member(
     url: str, prefix: str, group: str
-) -> tuple[RedisChannelLayer, RedisChannelLayer, str]:
+) -> tuple[NeffosChannelLayer, NeffosChannelLayer, str]:
     """A sending instance, and another with one member of ``group``."""
     sender, receiver = _layer(url, prefix), _layer(url, prefix)
     channel = await receiver.new_channel()
@@ -45,7 +78,7 @@ def _group() -> str:
     return "h-" + secrets.token_hex(4)
 
 
-async def _written(layer: RedisChannelLayer, group: str, count: int) -> None:
+async def _written(layer: NeffosChannelLayer, group: str, count: int) -> None:
     async def done() -> bool:
         return (await layer.group_history(group)).offset >= count
 
@@ -54,7 +87,7 @@ async def _written(layer: RedisChannelLayer, group: str, count: int) -> None:
 
 @pytest.mark.asyncio
 async def test_a_receiver_whose_connection_is_cut_mid_stream_gets_everything_once_in_order(
-    redis_server: BrokerProcess,
+    server: BrokerProcess,
 ) -> None:
     """The receiver reaches Redis through a proxy that resets its connections twice while a
     sender (untouched) streams 600 messages: what was published meanwhile is read from history
@@ -62,9 +95,9 @@ async def test_a_receiver_whose_connection_is_cut_mid_stream_gets_everything_onc
     prefix = "cut" + secrets.token_hex(4)
     group = _group()
     total = 600
-    async with TcpProxy(redis_server.port) as proxy:
-        receiver = _layer(f"redis://127.0.0.1:{proxy.port}", prefix, capacity=total)
-        sender = _layer(f"redis://127.0.0.1:{redis_server.port}", prefix)
+    async with TcpProxy(server.port) as proxy:
+        receiver = _layer(_tcp_url(server, proxy.port), prefix, capacity=total)
+        sender = _layer(_tcp_url(server, server.port), prefix)
         channel = await receiver.new_channel()
         await receiver.group_add(group, channel)
         received: list[dict[str, Any]] = []
@@ -94,18 +127,18 @@ async def test_a_receiver_whose_connection_is_cut_mid_stream_gets_everything_onc
 
 @pytest.mark.asyncio
 async def test_a_broker_restarted_without_persistence_starts_a_new_epoch_and_members_are_told(
-    fresh_redis_server: BrokerProcess,
+    fresh_server: BrokerProcess,
 ) -> None:
     group = _group()
     sender, receiver, channel = await _sender_and_member(
-        fresh_redis_server.url, "epoch" + secrets.token_hex(4), group
+        fresh_server.url, "epoch" + secrets.token_hex(4), group
     )
     for n in range(3):
         await sender.group_send(group, {"type": "m", "n": n})
     before = [await receive_within(receiver, channel) for _ in range(3)]
     old_epoch = before[0]["__position__"]["epoch"]
 
-    fresh_redis_server.restart()  # nothing on disk: streams and positions are gone
+    _restart_without_persistence(fresh_server)  # streams and positions are gone
     await eventually(lambda: receiver.counters["connection_restored"] >= 1, timeout=20)
 
     async def sent_after_restart() -> bool:
@@ -128,14 +161,14 @@ async def test_a_broker_restarted_without_persistence_starts_a_new_epoch_and_mem
 
 @pytest.mark.asyncio
 async def test_sends_while_the_broker_is_down_are_counted_at_the_sender(
-    fresh_redis_server: BrokerProcess,
+    fresh_server: BrokerProcess,
 ) -> None:
     prefix = "down" + secrets.token_hex(4)
     group = _group()
-    sender = _layer(fresh_redis_server.url, prefix)
+    sender = _layer(fresh_server.url, prefix)
     await sender.group_send(group, {"type": "m"})
     await _written(sender, group, 1)
-    fresh_redis_server.kill()
+    fresh_server.kill()
     await eventually(lambda: sender.counters["connection_lost"] >= 1, what="the loss noticed")
     for _ in range(5):
         await sender.group_send(group, {"type": "m"})  # returns: queued, not confirmed
@@ -144,14 +177,14 @@ async def test_sends_while_the_broker_is_down_are_counted_at_the_sender(
 
 
 @pytest.mark.asyncio
-async def test_closing_right_after_a_burst_writes_the_burst(redis_server: BrokerProcess) -> None:
+async def test_closing_right_after_a_burst_writes_the_burst(server: BrokerProcess) -> None:
     prefix = "burst" + secrets.token_hex(4)
     group = _group()
-    sender = _layer(redis_server.url, prefix)
+    sender = _layer(server.url, prefix)
     for n in range(2_000):
         await sender.group_send(group, {"type": "m", "n": n})
     await sender.close()
-    reader = _layer(redis_server.url, prefix)
+    reader = _layer(server.url, prefix)
     found = await reader.group_history(group)
     assert found.offset == 2_000
     assert [m["n"] for m in found.messages] == list(range(2_000))
@@ -159,11 +192,13 @@ async def test_closing_right_after_a_burst_writes_the_burst(redis_server: Broker
     await reader.close()
 
 
-def test_sync_callers_send_to_history_groups(redis_server: BrokerProcess) -> None:
-    """From views and Celery tasks (a new event loop per call, in other threads)."""
+def test_sync_callers_send_to_history_groups(server: BrokerProcess) -> None:
+    """From views and Celery tasks (a new event loop per call, in other threads, whose tasks
+    ``async_to_sync`` cancels before the loop closes: NATS finishes on a connection of its
+    own)."""
     prefix = "sync" + secrets.token_hex(4)
     group = _group()
-    layer = _layer(redis_server.url, prefix)
+    layer = _layer(server.url, prefix)
 
     def view(n: int) -> None:
         async_to_sync(layer.group_send)(group, {"type": "m", "n": n})
@@ -176,7 +211,7 @@ def test_sync_callers_send_to_history_groups(redis_server: BrokerProcess) -> Non
     found = async_to_sync(layer.group_history)(group)
     assert found.offset == 10
     assert sorted(m["n"] for m in found.messages) == list(range(10))
-    assert layer.counters["history_unwritten"] == 0
+    assert layer.counters["history_unwritten"] == layer.counters["unconfirmed"] == 0
 
 
 @pytest.mark.asyncio
@@ -217,3 +252,25 @@ async def test_a_graceful_sentinel_failover_keeps_the_epoch_and_the_order(
     assert receiver.counters["history_gap"] == 0
     await sender.close()
     await receiver.close()
+
+
+@pytest.mark.asyncio
+async def test_history_on_nats_outlives_a_server_restart(fresh_nats_server: NatsServer) -> None:
+    """The stream is on disk: after a restart the group goes on in the same epoch, and a reader
+    gets everything since a position from before."""
+    prefix = "keep" + secrets.token_hex(4)
+    group = _group()
+    layer = _layer(fresh_nats_server.url, prefix)
+    for n in range(5):
+        await layer.group_send(group, {"type": "m", "n": n})
+    await _written(layer, group, 5)
+    before = await layer.group_history(group)
+    fresh_nats_server.restart()
+    await eventually(lambda: layer.counters["connection_restored"] >= 1, timeout=20)
+    found = await layer.group_history(group, since=before.messages[1]["__position__"])
+    assert found.epoch == before.epoch and found.recovered
+    assert [m["n"] for m in found.messages] == [2, 3, 4]
+    await layer.group_send(group, {"type": "m", "n": 5})
+    await _written(layer, group, 6)
+    assert (await layer.group_history(group)).epoch == before.epoch
+    await layer.close()

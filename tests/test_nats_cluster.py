@@ -37,6 +37,7 @@ from channels_neffos import (
 )
 from channels_neffos._drops import REASONS
 from channels_neffos.testing.conformance import (
+    HistoryCases,
     LayerSpec,
     NeffosLayerConformance,
     receive_within,
@@ -83,7 +84,7 @@ def node_of(layer: Any, cluster: NatsCluster) -> int:
 # -- conformance -----------------------------------------------------------------------------------
 
 
-class TestNatsClusterChannelLayer(NeffosLayerConformance):
+class TestNatsClusterChannelLayer(NeffosLayerConformance, HistoryCases):
     """Everything, with each layer a test makes on the next node: layer ``k`` of a test connects
     to node ``k % 3`` (its ``servers`` list all nodes starting there, ``dont_randomize``), and
     OS-process children (built from ``layer_spec``) to the last node. The conformance package

@@ -420,13 +420,20 @@ async def test_refused_requests_raise_and_refused_publishes_are_counted(
         await responder.close()
 
 
-def test_nats_permissions_are_the_prefix_and_the_presence_bucket_only() -> None:
+def test_nats_permissions_are_the_prefix_the_presence_bucket_and_the_history_stream_only() -> None:
     permissions = nats_permissions("myapp")
     assert permissions["subscribe"] == {"allow": ["myapp.>"]}
     published = permissions["publish"]["allow"]
     assert published[0] == "myapp.>"
-    for subject in published[1:]:  # presence: the JetStream API of its one bucket, no more
-        assert "KV_myapp_processes" in subject or subject == "$KV.myapp_processes.>"
+    for subject in published[1:]:  # the JetStream API of its one bucket and one stream, no more
+        assert (
+            "KV_myapp_processes" in subject
+            or subject == "$KV.myapp_processes.>"
+            or (
+                subject.startswith(("$JS.API.STREAM.", "$JS.API.DIRECT.GET."))
+                and ".myapp_history" in subject
+            )
+        ), subject
         assert not subject.endswith((".*", "API.>"))
     for bad in ("", "a.b", "a>", "*", None):
         with pytest.raises(ValueError, match="prefix must be"):

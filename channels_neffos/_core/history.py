@@ -15,14 +15,17 @@ first match wins) is a *history group*. What changes for it:
   offset leaves no hole at any receiver. While the broker is down, sends to history groups are
   lost this way: positions come from the broker.
 * **Receiving.** :class:`Sequencer` keeps, per history group with members here, the epoch and the
-  last offset delivered, and delivers each message with ``"__position__": {"epoch", "offset"}``
-  in offset order. A message past the next offset (a batch lost on this process's connection, a
-  reconnect) is held while the missing ones are read from history; they are delivered first. If
-  history no longer has them — or the epoch changed, which means the broker lost the group's
-  history — the next message delivered carries ``"gap": True`` in its position and the loss is
-  counted (``history_gap``), never silent. A message already delivered (an offset at or below
-  the last) is dropped. After a reconnect every history group is read from its last offset, so a
-  loss at the end of a burst is found without waiting for the next message.
+  last offset delivered — starting from the group's position read just before this process
+  subscribed it, so that every message sent after ``group_add`` returned reaches the member,
+  even one the new subscription missed — and delivers each message with
+  ``"__position__": {"epoch", "offset"}`` in offset order. A message past the next offset (a
+  batch lost on this process's connection, a reconnect) is held while the missing ones are
+  read from history; they are delivered first. If history no longer has them — or the epoch
+  changed, which means the broker lost the group's history — the next message delivered
+  carries ``"gap": True`` in its position and the loss is counted (``history_gap``), never
+  silent. A message already delivered (an offset at or below the last) is dropped. After a
+  reconnect every history group is read from its last offset, so a loss at the end of a burst
+  is found without waiting for the next message.
 * **Reading.** :func:`recovered` decides whether a read of history since a position is complete.
 """
 
@@ -229,6 +232,8 @@ class _Order:
 
     epoch: str | None = None
     last: int = 0
+    #: Begun with no history on the broker: the group's first message is offset 1 of its epoch.
+    from_start: bool = False
     #: Messages past the next offset, by offset, waiting for the ones before them.
     held: dict[int, bytes] = field(default_factory=dict)
     #: The epoch of the held messages.
@@ -254,6 +259,13 @@ class Sequencer:
         self._drop = drop
         self._orders: dict[str, _Order] = {}
 
+    def begin(self, group: str, epoch: str | None, offset: int) -> None:
+        """This process is about to subscribe ``group``, whose latest position on the broker is
+        ``(epoch, offset)`` (``None``: no history yet): every later message is delivered, from
+        history if the subscription misses it (on a NATS cluster a new subscription reaches the
+        other servers a moment after it is confirmed)."""
+        self._orders[group] = _Order(epoch=epoch, last=offset, from_start=epoch is None)
+
     def forget(self, group: str) -> None:
         """This process no longer has members of ``group``."""
         self._orders.pop(group, None)
@@ -272,8 +284,10 @@ class Sequencer:
             self._take(group, order, epoch, first + index, payload)
 
     def _take(self, group: str, order: _Order, epoch: str, offset: int, payload: bytes) -> None:
-        if order.epoch is None:  # the first message since the group's subscription: a baseline
-            order.epoch, order.last = epoch, offset - 1
+        if order.epoch is None:
+            # The group's first message since it was subscribed, with no position known before:
+            # offset 1 of its epoch if there was no history then, else a baseline.
+            order.epoch, order.last = epoch, (0 if order.from_start else offset - 1)
         elif epoch != order.epoch:
             if order.filling:
                 self._hold(group, order, epoch, offset, payload)

@@ -33,8 +33,9 @@ A layer with a ``history`` option gets a :class:`HistoryRouter`: its ``group_sen
 with history goes to the broker first, for the group's position, and its members get it from
 there in the group's one order (:mod:`.history`).
 
-Delivery is at-most-once (history groups: see :mod:`.history`). Order is FIFO per sender and channel; a message sent to a channel and a
-``group_send`` reaching the same channel travel on different subjects, so their relative order
+Delivery is at-most-once (history groups: see :mod:`.history`). Order is FIFO per sender and
+channel; a message sent to a channel and a ``group_send`` reaching the same channel travel on
+different subjects, so their relative order
 holds locally and on a single Redis server (one pub/sub connection) but not necessarily on NATS
 or across sharded Redis servers. Every loss the router can see is counted (``layer.counters``)
 and logged at a limited rate (:mod:`channels_neffos._drops`).
@@ -507,8 +508,11 @@ class Router:
     # -- groups --------------------------------------------------------------------------------
 
     async def _subscribe_group(self, group: str) -> None:
-        if self._has_history and self.history_limits(group) is not None:
+        limits = self.history_limits(group) if self._has_history else None
+        if limits is not None:
             subject = self.names.history(group)
+            latest = await self.transport.history_read(subject, None, 1, limits)
+            self.sequencer.begin(group, latest.epoch, latest.offset)
             await self.transport.subscribe(subject, partial(self.sequencer.on_batch, group))
         await self.transport.subscribe(self.group_route(group)[0], self._on_group_message)
 

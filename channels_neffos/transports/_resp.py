@@ -130,6 +130,8 @@ class RespConnection:
         self._on_lost = on_lost
         self._on_reconnected = on_reconnected
         self._writer: asyncio.StreamWriter | None = None
+        self._stream: asyncio.StreamReader | None = None
+        self._parser = hiredis.Reader()
         self._reader_task: asyncio.Task[None] | None = None
         self._reconnect_task: asyncio.Task[None] | None = None
         self._out: list[bytes] = []
@@ -165,12 +167,38 @@ class RespConnection:
     async def connect(self) -> None:
         reader, writer = await open_streams(self._pool)
         self._writer = writer
+        self._stream = reader
+        self._parser = hiredis.Reader()
         self._drop_reason = None
         peer = writer.get_extra_info("peername")
         self.peer = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None
+        self._start_reading(reader)
+
+    def _start_reading(self, reader: asyncio.StreamReader) -> None:
         self._reader_task = asyncio.get_running_loop().create_task(
-            self._read_replies(reader), name=f"channels_neffos redis reader {self.url}"
+            self._read_replies(reader, self._parser),
+            name=f"channels_neffos redis reader {self.url}",
         )
+
+    def resume_reading(self) -> bool:
+        """Read replies again after the reader was cancelled with every other task of its loop
+        — ``asyncio.run`` and ``async_to_sync`` do that before they close a loop — so that the
+        replies to what was written can still be read on close. Whether replies are read now.
+
+        The stream and the parser (with any half-read reply) are the reader's own, so a new
+        reader goes on exactly where the cancelled one stopped."""
+        if self.reading:
+            return True
+        task, stream = self._reader_task, self._stream
+        if task is None or stream is None or self._writer is None or not task.cancelled():
+            return False  # never read, or ended by a failure: the connection is lost
+        try:
+            if task.get_loop() is not asyncio.get_running_loop():
+                return False
+        except RuntimeError:
+            return False
+        self._start_reading(stream)
+        return True
 
     def write(self, command: bytes) -> None:
         """Queue one packed command; it leaves at the end of this event-loop turn at the latest."""
@@ -214,8 +242,7 @@ class RespConnection:
         if self._writer is not None:
             self._writer.write(data)
 
-    async def _read_replies(self, reader: asyncio.StreamReader) -> None:
-        parser = hiredis.Reader()
+    async def _read_replies(self, reader: asyncio.StreamReader, parser: hiredis.Reader) -> None:
         on_reply = self._on_reply
         try:
             while True:

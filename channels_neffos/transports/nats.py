@@ -74,8 +74,18 @@ from nats.aio.subscription import Subscription
 
 from .._drops import RateLimitedLog
 from ..exceptions import BrokerUnavailable, NoResponders, PermissionDenied
-from .base import OnMessage, ProcessRegistry, Subject, Transport, TransportEvents, redact_url
+from .base import (
+    HistoryLimits,
+    HistorySlice,
+    OnMessage,
+    ProcessRegistry,
+    Subject,
+    Transport,
+    TransportEvents,
+    redact_url,
+)
 from .nats_errors import VIOLATION, error_cause, failure_of, mask, secrets_of
+from .nats_history import NatsHistory
 from .nats_registry import NatsRegistry, bucket_name
 
 logger = logging.getLogger("channels_neffos.nats")
@@ -160,6 +170,14 @@ class NatsTransport(Transport):
         self._refused_subscriptions: dict[str, str] = {}
         #: lowercased subject -> reply subjects of requests published to it (see publish_request)
         self._requests: dict[str, list[str]] = {}
+        self._history = NatsHistory(
+            self._connected_client,
+            self._open_client,
+            prefix,
+            escape_token(prefix),
+            self.url,
+            events,
+        )
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.url}>"
@@ -347,6 +365,8 @@ class NatsTransport(Transport):
             self._revival = None
 
     async def close(self) -> None:
+        if self._client is not None:
+            await self._history.close()  # what history groups were sent: it needs the client
         client, self._client = self._client, None
         if self._revival is not None:
             self._revival.cancel()
@@ -474,6 +494,20 @@ class NatsTransport(Transport):
 
     def registry(self) -> ProcessRegistry:
         return NatsRegistry(self._connected_client, bucket_name(self._prefix), self.url)
+
+    # -- history (see nats_history) ------------------------------------------------------------
+
+    keeps_history = True
+
+    def history_append(
+        self, subject: Subject, payloads: list[bytes], limits: HistoryLimits, epoch: str
+    ) -> None:
+        self._history.append(subject, payloads, limits, epoch)
+
+    async def history_read(
+        self, subject: Subject, since: int | None, limit: int | None, limits: HistoryLimits
+    ) -> HistorySlice:
+        return await self._history.read(subject, since, limit, limits)
 
     async def queue_push(
         self, queue: Subject, payload: bytes, capacity: int, ttl: float, reply_to: str | None

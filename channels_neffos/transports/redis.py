@@ -239,8 +239,10 @@ class RedisTransport(Transport):
         so far: a ``PING`` behind them, answered in order. Closing a socket whose replies are
         still unread makes the kernel reset it, and Redis then drops the commands it had
         received but not yet run: without this, a ``close()`` right after a burst of publishes
-        lost part of the burst, uncounted."""
-        if not self._commands.reading or not self._reply_waiters:
+        lost part of the burst, uncounted. When the loop is ending (``asyncio.run`` and
+        ``async_to_sync`` cancel every task, our reader too, before the loop closes), the reader
+        is started again for this."""
+        if not self._reply_waiters or not self._commands.resume_reading():
             return
         answered: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         answered.add_done_callback(_retrieve)  # failed by close() if it came too late
