@@ -71,6 +71,9 @@ _WRONG_LAST_SEQUENCE = frozenset((10071, 10164))
 _API_TIMEOUT = 5.0
 #: How often an append is tried again after another process appended first.
 _CONTENDED_TRIES = 50
+#: The most messages (and bytes) queued appends of a group are merged into.
+_MERGE_MESSAGES = 512
+_MERGE_BYTES = 256 * 1024
 #: How long closing waits for queued appends.
 _CLOSE_WAIT = 5.0
 #: How long an append waits for a stream that no server answers for yet: a new stream on a
@@ -143,16 +146,23 @@ class NatsHistory:
 
     async def _work(self, store: str, chain: _Chain, client: Callable[[], Client]) -> None:
         while chain.batches:
+            # What queued while the last append waited for its acknowledgement goes as one.
             payloads, limits, epoch = chain.batches[0]
+            taken, size = 1, sum(map(len, payloads))
+            for more, _, _ in chain.batches[1:]:
+                grown = size + sum(map(len, more))
+                if len(payloads) + len(more) > _MERGE_MESSAGES or grown > _MERGE_BYTES:
+                    break
+                payloads, size, taken = payloads + more, grown, taken + 1
             try:
                 await self._append(client(), store, payloads, limits, epoch)
             except asyncio.CancelledError:
-                raise  # the batch stays queued: close() finishes it
+                raise  # the batches stay queued: close() finishes them
             except Exception as exc:
                 self._events.dropped("history_unwritten", f"{store} ({self._url}): {exc}")
                 for _ in payloads[1:]:
                     self._events.dropped("history_unwritten", store)
-            chain.batches.pop(0)
+            del chain.batches[:taken]
 
     async def _append(
         self, client: Client, store: str, payloads: list[bytes], limits: HistoryLimits, epoch: str
