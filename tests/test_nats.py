@@ -12,7 +12,7 @@ from channels_neffos import BrokerUnavailable, MessageTooLarge, NatsChannelLayer
 from channels_neffos.testing.brokers import BrokerProcess, free_port
 from channels_neffos.testing.conformance import LayerSpec, eventually
 from channels_neffos.transports.base import Subject
-from channels_neffos.transports.nats import NatsTransport
+from channels_neffos.transports.nats import USER_CALLBACK_TIMEOUT, NatsTransport
 
 
 def test_subjects_escape_empty_and_underscore_tokens_injectively() -> None:
@@ -205,3 +205,26 @@ async def test_publishes_buffered_when_nats_py_gives_up_are_counted(
         await asyncio.sleep(0.05)
     assert layer.counters["broker_down"] == 3
     await layer.close()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("misbehaving", ["never returns", "raises"])
+async def test_a_user_callback_cannot_hang_or_break_close(
+    misbehaving: str, nats_server: BrokerProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    """nats-py awaits ``connect_options`` callbacks with no limit: a ``closed_cb`` that never
+    returned made ``close()`` — and so the end of every ``async_to_sync`` call — hang forever,
+    and one that raised made ``close()`` raise. Both are bounded and logged now."""
+
+    async def closed_cb() -> None:
+        if misbehaving == "raises":
+            raise RuntimeError("the application's closed_cb failed")
+        await asyncio.Event().wait()
+
+    layer = NatsChannelLayer(servers=[nats_server.url], connect_options={"closed_cb": closed_cb})
+    await layer.new_channel()  # connected
+    started = asyncio.get_running_loop().time()
+    await asyncio.wait_for(layer.close(), 10)  # before: hung (never returns) or raised
+    assert asyncio.get_running_loop().time() - started < USER_CALLBACK_TIMEOUT + 2
+    said = "did not return within" if misbehaving == "never returns" else "raised"
+    assert f"the closed_cb in connect_options {said}" in caplog.text

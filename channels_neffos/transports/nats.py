@@ -64,6 +64,7 @@ import asyncio
 import logging
 import re
 import ssl
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import nats
@@ -103,6 +104,8 @@ _DEFAULT_CONNECT_OPTIONS: dict[str, Any] = {
 #: How long the first connection may take before the layer gives up with BrokerUnavailable.
 _STARTUP_TIMEOUT = 5.0
 _FLUSH_TIMEOUT = 10
+#: How long a callback given in ``connect_options`` may run before it is cancelled.
+USER_CALLBACK_TIMEOUT = 2.0
 #: How often a layer whose nats-py client gave up tries a new connection.
 _REVIVE_INTERVAL = 1.0
 
@@ -134,6 +137,27 @@ async def _close_unconnected(client: Client) -> None:
         await client.close()
     except Exception as exc:
         logger.debug("closing an unconnected NATS client failed: %r", exc)
+
+
+async def _call_user(name: str, callback: Callable[..., Awaitable[Any]] | None, *args: Any) -> None:
+    """Run a callback the user put in ``connect_options`` — bounded: nats-py awaits its
+    callbacks with no limit (one that never returned made ``close()``, and so the end of any
+    ``async_to_sync`` call, hang forever), and one that raises must not make the layer's
+    ``close()`` raise. A callback that takes longer than :data:`USER_CALLBACK_TIMEOUT` is
+    cancelled; either is logged, with the callback's name."""
+    if callback is None:
+        return
+    try:
+        await asyncio.wait_for(callback(*args), USER_CALLBACK_TIMEOUT)
+    except asyncio.TimeoutError:
+        logger.error(
+            "the %s in connect_options did not return within %s s: cancelled (the layer's own "
+            "work goes on without it)",
+            name,
+            USER_CALLBACK_TIMEOUT,
+        )
+    except Exception:
+        logger.exception("the %s in connect_options raised (the layer goes on)", name)
 
 
 def escape_token(token: str) -> str:
@@ -262,8 +286,7 @@ class NatsTransport(Transport):
                 if not refused.done() and error_cause(exc, info) != "unreachable":
                     refused.set_result(exc)
                 logger.debug("NATS error at %s: %s", self.url, self.mask(str(exc)))
-            if callbacks["error_cb"] is not None:
-                await callbacks["error_cb"](exc)
+            await _call_user("error_cb", callbacks["error_cb"], exc)
 
         async def disconnected_cb() -> None:
             if not client.is_closed and self._client is client:
@@ -273,14 +296,12 @@ class NatsTransport(Transport):
                     self.url,
                 )
                 self._events.connection_lost(self._last_error)
-            if callbacks["disconnected_cb"] is not None:
-                await callbacks["disconnected_cb"]()
+            await _call_user("disconnected_cb", callbacks["disconnected_cb"])
 
         async def reconnected_cb() -> None:
             logger.warning("reconnected to NATS at %s (of %s)", server_of(client), self.url)
             self._events.connection_restored()
-            if callbacks["reconnected_cb"] is not None:
-                await callbacks["reconnected_cb"]()
+            await _call_user("reconnected_cb", callbacks["reconnected_cb"])
 
         async def closed_cb() -> None:
             # nats-py closes a client for good once it has used up max_reconnect_attempts; a
@@ -296,8 +317,7 @@ class NatsTransport(Transport):
                     _REVIVE_INTERVAL,
                 )
                 self._revival = asyncio.ensure_future(self._revive())
-            if callbacks["closed_cb"] is not None:
-                await callbacks["closed_cb"]()
+            await _call_user("closed_cb", callbacks["closed_cb"])
 
         # nats-py's own requests (the JetStream API, for presence) answer under the prefix,
         # so a user with nothing but the prefix's permissions can receive them.
