@@ -219,7 +219,46 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         out.mkdir(parents=True, exist_ok=True)
         (out / "history.json").write_text(json.dumps(results, indent=2) + "\n")
         (out / "history.rst").write_text(table(results))
+        plot(results, out / "history.png")
     return results
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    """Deliveries/s, plain against history, per case and broker; replay latency per broker."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rates = results["rates"]
+    figure, (rate, replay) = plt.subplots(1, 2, figsize=(11, 4))
+    labels = [f"{broker}\n{case}" for case in ("group_send", "fan-out") for broker in BROKERS]
+    width = 0.38
+    for offset, kind in ((-width / 2, "plain"), (width / 2, "history")):
+        values = [
+            rates[f"{broker} {case} {kind}"]
+            for case in ("group_send", "fan-out")
+            for broker in BROKERS
+        ]
+        rate.bar([i + offset for i in range(len(labels))], values, width, label=kind)
+    rate.set_xticks(range(len(labels)), labels)
+    rate.set_ylabel("deliveries/s")
+    rate.set_title("plain and history groups, same run")
+    rate.legend()
+    for offset, (key, label) in zip(
+        (-width / 2, width / 2),
+        (("all_p50_ms", f"all {REPLAY:,}"), ("since_half_p50_ms", f"last {REPLAY // 2:,}")),
+        strict=True,
+    ):
+        values = [results["replay"][broker][key] for broker in BROKERS]
+        replay.bar([i + offset for i in range(len(BROKERS))], values, width, label=label)
+    replay.set_xticks(range(len(BROKERS)), list(BROKERS))
+    replay.set_ylabel("group_history p50, ms")
+    replay.set_title(f"replay (target p50 ≤ {TARGET_REPLAY_P50_MS:.0f} ms)")
+    replay.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
 
 
 def table(results: dict[str, Any]) -> str:

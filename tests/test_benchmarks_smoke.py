@@ -154,3 +154,4 @@ def test_history_benchmark_checks_every_delivery_and_compares_history_with_plain
         assert results["memory"][broker]["kept"] == history.REPLAY
     assert (tmp_path / "history.rst").read_text().startswith(".. list-table::")
     assert json.loads((tmp_path / "history.json").read_text())["rates"] == results["rates"]
+    assert (tmp_path / "history.png").stat().st_size > 0
