@@ -22,7 +22,10 @@ REASONS = {
     "broker_down": "the broker connection was down",
     "garbage": "it arrived from the broker in a format this layer cannot read",
     "unknown_channel": "no channel of that name lives in this process any more",
-    "refused": "the broker refused it (a permission this user lacks)",
+    "refused": "the broker refused it (a permission this user lacks, or another error it "
+    "answered, logged with it)",
+    "demoted": "the Redis server it was written to had just become a replica (a Sentinel "
+    "failover); the layer moves to the new master",
     "undecryptable": "no key in symmetric_encryption_keys could decrypt it",
     "unconfirmed": "it was sent, but the connection to the broker dropped before the broker "
     "confirmed it; it may or may not have arrived",

@@ -43,8 +43,9 @@ from channels.layers import BaseChannelLayer
 from . import envelope
 from ._core import asks
 from ._core.history import GroupHistory, compile_history
+from ._core.history_router import HistoryRouter
 from ._core.roster import MEMBERS, PROCESS_STATS, SIZE
-from ._core.router import HistoryRouter, Router, RouterHooks, State
+from ._core.router import Router, RouterHooks, State
 from ._core.settings import LayerSettings
 from ._core.validation import (
     INVALID_NAME,
@@ -439,8 +440,8 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
         if limit is not None and (type(limit) is not int or limit < 1):
             raise ValueError(f"limit must be a positive int or None, got {limit!r}")
         router = await self._router()
-        limits = router.history_limits(group)
-        if limits is None:
+        limits = router.history_limits(group) if isinstance(router, HistoryRouter) else None
+        if limits is None or not isinstance(router, HistoryRouter):
             raise ValueError(
                 f"group {group!r} keeps no history: add a pattern that matches it to the "
                 f"layer's history option"

@@ -29,9 +29,9 @@ Routing (subjects in :mod:`.names`):
 * Requests (asks, membership changes, presence questions) flush the outbox before they are
   published, so a request never overtakes what this process sent before it.
 
-A layer with a ``history`` option gets a :class:`HistoryRouter`: its ``group_send`` to a group
-with history goes to the broker first, for the group's position, and its members get it from
-there in the group's one order (:mod:`.history`).
+A layer with a ``history`` option gets a :class:`~.history_router.HistoryRouter`, a subclass:
+its ``group_send`` to a group with history goes to the broker first, for the group's position,
+and its members get it from there in the group's one order (:mod:`.history`).
 
 Delivery is at-most-once (history groups: see :mod:`.history`). Order is FIFO per sender and
 channel; a message sent to a channel and a ``group_send`` reaching the same channel travel on
@@ -57,7 +57,6 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from functools import partial
 from time import monotonic
 from typing import Any
 
@@ -68,12 +67,11 @@ from .._aio import BackgroundTasks, SharedAttempt
 from ..envelope import CHANNEL, CONTROL, GROUP, REPLY, Envelope
 from ..exceptions import BrokerUnavailable, LayerClosed, MessageTooLarge, NoResponders
 from ..stats import LARGEST_GROUPS, ProcessStats
-from ..transports.base import HistoryLimits, HistorySlice, Subject, Transport, TransportEvents
+from ..transports.base import Subject, Transport, TransportEvents
 from .asks import ask_body, ask_info
 from .broker_status import BrokerStatus
 from .fetchers import WorkerFetchers
 from .groups import LocalGroups
-from .history import HistoryWriter, Sequencer, parse_since, recovered
 from .mailboxes import Drop, Mailbox, Mailboxes
 from .names import Names
 from .outbox import FRAME_BYTES, Outbox
@@ -166,12 +164,6 @@ class Router:
             self._unsubscribe_group,
             self.background.spawn,
         )
-        self.history = HistoryWriter(self.transport.history_append, hooks.drop)
-        self.sequencer = Sequencer(
-            self._deliver_in_order, self._read_since, self.background.spawn, hooks.drop
-        )
-        self._has_history = bool(settings.history)
-        self._history_limits: dict[str, HistoryLimits | None] = {}
         self.requests = Requests(lambda: self.names.new_reply_address(pid), self._count)
         self.fetchers = WorkerFetchers(self._pop, settings.expiry, hooks.drop)
         self.roster = Roster(
@@ -232,7 +224,6 @@ class Router:
         self.state = State.CLOSING
         await self._starting.cancel()
         await self.fetchers.close()
-        self.history.write()  # what this turn sent to history groups, before the drain
         await self.background.close()
         await self._listening.cancel()
         self.requests.fail_all()
@@ -264,7 +255,6 @@ class Router:
         self.status.restored()
         if self.state is State.RUNNING:
             self.background.spawn(self.roster.announce_again())  # a restarted broker forgot us
-            self.sequencer.catch_up()  # what history groups missed while the connection was down
 
     def _dropped(self, reason: str, where: str) -> None:
         self._drop(reason, where, 1)
@@ -366,29 +356,6 @@ class Router:
         if self.outbox.collect(subject, payload, key):
             return None
         return self.outbox.publish(subject, payload, key)
-
-    def history_limits(self, group: str) -> HistoryLimits | None:
-        """``group``'s history limits, ``None`` for a plain group (remembered per group)."""
-        try:
-            return self._history_limits[group]
-        except KeyError:
-            if len(self._history_limits) >= _ROUTE_CACHE_SIZE:
-                self._history_limits.clear()
-            limits = self._history_limits[group] = self.settings.history_for(group)
-            return limits
-
-    def history_send(
-        self, group: str, limits: HistoryLimits, body: bytes, exclude: str | None
-    ) -> None:
-        """A history group's message goes to the broker first, local members included: the
-        broker gives it its position (see :mod:`.history`)."""
-        if b"__position__" in body and envelope.POSITION_KEY in envelope.unpack_body(body):
-            raise ValueError(
-                f"a message to history group {group!r} must not carry the reserved key "
-                f"{envelope.POSITION_KEY!r}: its position is given by the broker"
-            )
-        payload = envelope.encode(Envelope(GROUP, self.pid, group, body, None, None, exclude))
-        self.history.send(group, self.names.history(group), limits, payload)
 
     async def _push_to_worker(self, channel: str, body: bytes, reply_to: str | None = None) -> None:
         message = Envelope(CHANNEL, self.pid, channel, body, reply_to, time.time())
@@ -508,48 +475,10 @@ class Router:
     # -- groups --------------------------------------------------------------------------------
 
     async def _subscribe_group(self, group: str) -> None:
-        limits = self.history_limits(group) if self._has_history else None
-        if limits is not None:
-            subject = self.names.history(group)
-            latest = await self.transport.history_read(subject, None, 1, limits)
-            self.sequencer.begin(group, latest.epoch, latest.offset)
-            await self.transport.subscribe(subject, partial(self.sequencer.on_batch, group))
         await self.transport.subscribe(self.group_route(group)[0], self._on_group_message)
 
     async def _unsubscribe_group(self, group: str) -> None:
         await self.transport.unsubscribe(self.group_route(group)[0])
-        if self._has_history and self.history_limits(group) is not None:
-            await self.transport.unsubscribe(self.names.history(group))
-            self.sequencer.forget(group)
-
-    # -- history -------------------------------------------------------------------------------
-
-    def _deliver_in_order(self, group: str, body: bytes, exclude: str | None) -> None:
-        members = self.groups.recipients(group)
-        if members:
-            self.mailboxes.deliver_many(members, body, exclude)
-
-    def _read_since(self, group: str, since: int) -> Awaitable[HistorySlice]:
-        limits = self.history_limits(group)
-        if limits is None:
-            raise ValueError(f"{group!r} is not a history group")
-        return self.transport.history_read(self.names.history(group), since, None, limits)
-
-    async def group_history(
-        self, group: str, limits: HistoryLimits, since: Any, limit: int | None
-    ) -> tuple[HistorySlice, bool]:
-        """What ``group``'s history holds after ``since`` (a position as delivered, or
-        ``None``: the last ``limit``), and whether that is all that followed ``since``."""
-        position = parse_since(since)
-        subject = self.names.history(group)
-        found = await self.transport.history_read(
-            subject, None if position is None else position[1], limit, limits
-        )
-        if position is not None and found.epoch != position[0]:
-            # Another epoch: ``since`` means nothing here; give what is kept, not recovered.
-            found = await self.transport.history_read(subject, None, limit, limits)
-            return found, False
-        return found, recovered(found, position)
 
     async def group_add(self, group: str, channel: str, owner: str) -> None:
         if owner == self.pid:
@@ -760,18 +689,3 @@ class Router:
         finally:
             self.mailboxes.close(channel)
         return monotonic() - started
-
-
-class HistoryRouter(Router):
-    """The router of a layer with a ``history`` option: :meth:`group_send` looks up whether the
-    group keeps history first. A separate class, so that a layer without history pays nothing
-    for the look-up on its hottest path."""
-
-    def group_send(self, group: str, body: bytes, exclude: str | None) -> Awaitable[None] | None:
-        limits = self.history_limits(group)
-        if limits is None:
-            return super().group_send(group, body, exclude)
-        if len(body) > self.max_body:
-            self.check_size(body)
-        self.history_send(group, limits, body, exclude)
-        return None

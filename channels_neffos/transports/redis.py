@@ -302,7 +302,10 @@ class RedisTransport(Transport):
                     self._events.dropped("refused", f"PUBLISH {waiter.name} ({self.url})")
                 elif self._moved(reply, [waiter.name.encode()]):
                     self._events.dropped("moved", f"SPUBLISH {waiter.name} ({self.url})")
-                elif not self._demoted(reply):
+                elif self._demoted(reply):  # a history append reached a replica (Sentinel)
+                    self._events.dropped("demoted", f"{waiter.name} ({self.url})")
+                else:
+                    self._events.dropped("refused", f"{waiter.name} ({self.url}): {reply}")
                     logger.error(
                         "Redis at %s refused a PUBLISH to %s: %s", self.url, waiter.name, reply
                     )
@@ -436,6 +439,8 @@ class RedisTransport(Transport):
                     for confirmed in command.waiters:
                         if not confirmed.done():
                             confirmed.set_result(None)
+                    if command.after is not None:
+                        command.after()
             return
         if handler is not None:
             handler(payload)
@@ -455,6 +460,8 @@ class RedisTransport(Transport):
             logger.error("Redis at %s sent an unexpected error on pub/sub: %s", self.url, reply)
             return
         command = self._pubsub_pending.popleft()
+        if command.after is not None:
+            command.after()
         if command.name == b"SSUBSCRIBE" and not command.waiters:  # re-issued, to a moved slot
             for key in command.keys:
                 self._channel_handlers.pop(key, None)
@@ -493,23 +500,39 @@ class RedisTransport(Transport):
         self._events.connection_lost(reason)
 
     async def _resubscribe(self) -> None:
+        """Re-issue every subscription on the new pub/sub connection; the connection counts as
+        restored once Redis confirmed them all, so that what is published from then on reaches
+        them (history groups read what they missed at that moment)."""
         pubsub = self._pubsub
         if pubsub is None:
             return
         unconfirmed, self._unconfirmed = self._unconfirmed, {}
-        for name, handlers in (
-            (self._subscribe_command, self._channel_handlers),
-            (b"PSUBSCRIBE", self._pattern_handlers),
-        ):
-            for keys in self._batches(list(handlers)):
-                waiters = [waiter for key in keys for waiter in unconfirmed.pop(key, ())]
-                self._pubsub_pending.append(_PubSubCommand(name, keys, waiters))
-                pubsub.write(pack(name, *keys))
+        commands = [
+            (name, keys)
+            for name, handlers in (
+                (self._subscribe_command, self._channel_handlers),
+                (b"PSUBSCRIBE", self._pattern_handlers),
+            )
+            for keys in self._batches(list(handlers))
+        ]
+        remaining = len(commands)
+
+        def one_settled() -> None:
+            nonlocal remaining
+            remaining -= 1
+            if remaining == 0:
+                self._events.connection_restored()
+
+        for name, keys in commands:
+            waiters = [waiter for key in keys for waiter in unconfirmed.pop(key, ())]
+            self._pubsub_pending.append(_PubSubCommand(name, keys, waiters, one_settled))
+            pubsub.write(pack(name, *keys))
         for waiters in unconfirmed.values():  # unsubscribed meanwhile: nothing to confirm
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(None)
-        self._events.connection_restored()
+        if not commands:
+            self._events.connection_restored()
 
     def _batches(self, keys: list[bytes]) -> list[list[bytes]]:
         """``keys`` as the subscribe commands that may carry them: all in one, or, for shard
@@ -624,12 +647,20 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
 
 
 class _PubSubCommand:
-    """A command written on the pub/sub connection: one confirmation is due per subject."""
+    """A command written on the pub/sub connection: one confirmation is due per subject.
+    ``after`` (re-issued subscriptions) is called once it is confirmed or refused."""
 
-    __slots__ = ("due", "keys", "name", "waiters")
+    __slots__ = ("after", "due", "keys", "name", "waiters")
 
-    def __init__(self, name: bytes, keys: list[bytes], waiters: list[asyncio.Future[None]]) -> None:
+    def __init__(
+        self,
+        name: bytes,
+        keys: list[bytes],
+        waiters: list[asyncio.Future[None]],
+        after: Callable[[], None] | None = None,
+    ) -> None:
         self.name = name
         self.keys = keys
         self.due = len(keys)
         self.waiters = waiters
+        self.after = after
