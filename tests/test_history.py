@@ -276,3 +276,38 @@ async def test_history_on_nats_outlives_a_server_restart(fresh_nats_server: Nats
     await _written(layer, group, 6)
     assert (await layer.group_history(group)).epoch == before.epoch
     await layer.close()
+
+
+@pytest.mark.asyncio
+async def test_history_rewritten_under_delivered_offsets_is_told_not_dropped(
+    redis_server: BrokerProcess,
+) -> None:
+    """Redis replicates asynchronously: a replica promoted after a crash may lack the last
+    appends, and the next appends take their offsets again. The receiver already delivered those
+    offsets; the new messages under them must reach the member, marked as a gap and counted —
+    before, they were dropped as duplicates, silently. The failover's outcome is made here on a
+    real Redis: the group's last three messages removed, its offset set back by three."""
+    import redis as redis_py
+
+    prefix = "rewrite" + secrets.token_hex(4)
+    group = _group()
+    sender, receiver, channel = await _sender_and_member(redis_server.url, prefix, group)
+    for n in range(10):
+        await sender.group_send(group, {"type": "m", "n": n})
+    before = [await receive_within(receiver, channel) for _ in range(10)]
+    assert before[-1]["__position__"]["offset"] == 10
+    client = redis_py.Redis.from_url(redis_server.url)
+    stream = f"{prefix}:h:{group}"
+    client.xdel(stream, "8-0", "9-0", "10-0")
+    client.execute_command("XSETID", stream, "7-0")  # as on a replica that never had them
+    client.hincrby(f"{stream}:m", "o", -3)
+    client.close()
+    for n in (100, 101):
+        await sender.group_send(group, {"type": "m", "n": n})
+    after = [await receive_within(receiver, channel) for _ in range(2)]
+    assert [m["n"] for m in after] == [100, 101]
+    assert [m["__position__"]["offset"] for m in after] == [8, 9]
+    assert after[0]["__position__"]["gap"] is True and "gap" not in after[1]["__position__"]
+    assert receiver.counters["history_gap"] == 3
+    await sender.close()
+    await receiver.close()

@@ -23,9 +23,11 @@ first match wins) is a *history group*. What changes for it:
   read from history; they are delivered first. If history no longer has them — or the epoch
   changed, which means the broker lost the group's history — the next message delivered
   carries ``"gap": True`` in its position and the loss is counted (``history_gap``), never
-  silent. A message already delivered (an offset at or below the last) is dropped. After a
-  reconnect every history group is read from its last offset, so a loss at the end of a burst
-  is found without waiting for the next message.
+  silent. A message already delivered (an offset at or below the last, with the same payload)
+  is dropped; another payload under such an offset means the broker's history was rewritten
+  (a Redis failover to a replica that lacked the last appends): delivered, marked and counted
+  the same way. After a reconnect every history group is read from its last offset, so a loss
+  at the end of a burst is found without waiting for the next message.
 * **Reading.** :func:`recovered` decides whether a read of history since a position is complete.
 """
 
@@ -36,6 +38,7 @@ import fnmatch
 import logging
 import re
 import secrets
+import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +59,8 @@ BATCH_BYTES = 256 * 1024
 MAX_HELD = 10_000
 #: Seconds a receiver keeps trying to read a hole from history while the broker is unreachable.
 READ_PATIENCE = 10.0
+#: Offsets delivered whose payload a receiver remembers (a checksum each).
+REMEMBERED = 4096
 
 HistoryRules = tuple[tuple[re.Pattern[str], HistoryLimits], ...]
 
@@ -241,6 +246,9 @@ class _Order:
     filling: bool = False
     #: The next message delivered says that messages before it were lost.
     gap: bool = False
+    #: CRC-32 of the last :data:`REMEMBERED` payloads delivered, by offset: tells a duplicate
+    #: (the same payload again) from history rewritten under an offset already delivered.
+    seen: dict[int, int] = field(default_factory=dict)
 
 
 class Sequencer:
@@ -297,12 +305,30 @@ class Sequencer:
             order.epoch, order.last, order.gap = epoch, offset - 1, True
             order.held.clear()
         if offset <= order.last:
-            return  # delivered already (a refill overlapping a live batch)
+            delivered = order.seen.get(offset)
+            if delivered is None or delivered == zlib.crc32(payload):
+                return  # delivered already (a refill overlapping a live batch)
+            self._rewritten(group, order, offset)
         if offset > order.last + 1 or order.filling:
             self._hold(group, order, epoch, offset, payload)
             return
         self._deliver_one(group, order, offset, payload)
         self._release(group, order)
+
+    def _rewritten(self, group: str, order: _Order, offset: int) -> None:
+        """Another message under an offset already delivered: the broker's history was rewritten
+        from there (a Redis failover to a replica that lacked the last appends, whose offsets
+        the next appends took again). What was delivered from ``offset`` on is not what the
+        group holds now: go on from the new messages, marked and counted."""
+        self._drop(
+            "history_gap",
+            f"{group}: history rewritten from offset {offset} (a failover lost its end)",
+            order.last - offset + 1,
+        )
+        order.last, order.gap = offset - 1, True
+        order.held.clear()
+        for stale in [known for known in order.seen if known >= offset]:
+            del order.seen[stale]
 
     def _hold(self, group: str, order: _Order, epoch: str, offset: int, payload: bytes) -> None:
         if order.held and order.held_epoch != epoch:
@@ -317,6 +343,10 @@ class Sequencer:
 
     def _deliver_one(self, group: str, order: _Order, offset: int, payload: bytes) -> None:
         order.last = offset
+        seen = order.seen
+        seen[offset] = zlib.crc32(payload)
+        if len(seen) > REMEMBERED:
+            del seen[next(iter(seen))]
         gap, order.gap = order.gap, False
         try:
             message = envelope.decode(payload)
