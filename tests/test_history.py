@@ -54,7 +54,9 @@ def _restart_without_persistence(server: BrokerProcess) -> None:
     NATS loses its JetStream directory)."""
     if isinstance(server, NatsServer):
         server.kill()
-        shutil.rmtree(server.workdir / "jetstream", ignore_errors=True)
+        store = server.workdir / "jetstream"
+        if store.exists():
+            shutil.rmtree(store)  # errors raised, not ignored: the store must be gone
         server.start()
     else:
         server.restart()

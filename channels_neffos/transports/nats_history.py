@@ -85,6 +85,10 @@ def stream_name(prefix: str) -> str:
     return f"{prefix}_history"
 
 
+class _NotAnswering(Exception):
+    """The history stream exists but did not answer a direct get (yet)."""
+
+
 @dataclass
 class _Chain:
     """One group's appends waiting, oldest first, and the task working through them."""
@@ -313,7 +317,17 @@ class NatsHistory:
     ) -> HistorySlice:
         client = self._client_or_raise()
         store = self.store_subject(subject)
-        batches = await self._batches(client, store)
+        # A stream just made (or recovering after a restart) may not answer direct gets for a
+        # moment: try again for a while before calling it an outage.
+        deadline = asyncio.get_running_loop().time() + _READY_WAIT
+        while True:
+            try:
+                batches = await self._batches(client, store)
+                break
+            except _NotAnswering as exc:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise BrokerUnavailable(self._url, f"reading history: {exc}") from None
+                await asyncio.sleep(0.05)
         if not batches:
             return HistorySlice(None, 0, [])
         epoch = batches[-1][1]
@@ -330,6 +344,17 @@ class NatsHistory:
         elif limit:
             entries = entries[-limit:]
         return HistorySlice(epoch, latest, entries)
+
+    async def _stream_exists(self, client: Client) -> bool:
+        try:
+            await client.jetstream(timeout=_API_TIMEOUT).stream_info(self._stream)
+        except nats.js.errors.NotFoundError:
+            return False
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
+            raise _NotAnswering(str(exc)) from None  # a cluster electing the stream's leader
+        except nats.errors.Error as exc:
+            raise BrokerUnavailable(self._url, exc) from exc
+        return True
 
     async def _batches(
         self, client: Client, store: str
@@ -353,9 +378,13 @@ class NatsHistory:
                 headers = msg.headers or {}
                 status = headers.get("Status")
                 if status == "404" and not found:
-                    return []
-                if status is not None:  # 204: the end of the batch
+                    return []  # the stream holds nothing for the group
+                if status == "204":  # the end of the batch
                     break
+                if status == "503" and not found and not await self._stream_exists(client):
+                    return []  # no stream yet: no group has history
+                if status is not None:  # the stream exists but does not answer (yet)
+                    raise _NotAnswering(f"{status} {headers.get('Description', '')}")
                 epoch, first, payloads = unpack_positioned(msg.data)
                 found.append(
                     (_timestamp(headers.get("Nats-Time-Stamp", "")), epoch, first, payloads)
