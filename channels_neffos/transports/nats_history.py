@@ -61,6 +61,7 @@ from .base import (
     pack_positioned,
     unpack_positioned,
 )
+from .nats_registry import replicas_for
 
 logger = logging.getLogger("channels_neffos.nats")
 
@@ -261,8 +262,6 @@ class NatsHistory:
         self._applied = (size, ttl)
 
     def _config(self, client: Client, size: int, ttl: float) -> StreamConfig:
-        from .nats_registry import replicas_for
-
         return StreamConfig(
             name=self._stream,
             subjects=[self._store + ">"],
