@@ -42,7 +42,7 @@ from channels.layers import BaseChannelLayer
 
 from . import envelope
 from ._core import asks
-from ._core.history import GroupHistory, compile_history
+from ._core.history import GroupHistory, compile_history, history_for
 from ._core.history_router import HistoryRouter
 from ._core.roster import MEMBERS, PROCESS_STATS, SIZE
 from ._core.router import Router, RouterHooks, State
@@ -424,6 +424,10 @@ class NeffosChannelLayer(BaseChannelLayer, abc.ABC):  # type: ignore[misc]
             await unfinished
 
     # -- history extension ---------------------------------------------------------------------
+
+    def has_history(self, group: str) -> bool:
+        """Whether ``group`` keeps history (a pattern of the ``history`` option matches it)."""
+        return bool(self.history) and history_for(self.history, group) is not None
 
     async def group_history(
         self, group: str, since: dict[str, Any] | None = None, limit: int | None = None

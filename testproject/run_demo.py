@@ -137,9 +137,11 @@ def serve(args: argparse.Namespace, stops: StopSignals, cleanup: ExitStack) -> N
             cleanup.callback(nats.stop)
             nats.start()
         env["NATS_URL"] = nats.url
+    ports = {"A": args.port_a, "B": args.port_b}
+    # Each page reconnects to the other instance if its own goes away.
+    env["CHAT_PEERS"] = ",".join(f"ws://127.0.0.1:{port}" for port in ports.values())
     env = instance_environment(env)
 
-    ports = {"A": args.port_a, "B": args.port_b}
     processes = []
     for name, port in ports.items():
         with stops.starting_child():
@@ -159,10 +161,16 @@ def serve(args: argparse.Namespace, stops: StopSignals, cleanup: ExitStack) -> N
         else env.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     )
     print(f"\nchannels_neffos chat demo — broker {broker}\n")
-    print(f"  instance A: {urls[0]}")
-    print(f"  instance B: {urls[1]}\n")
+    for (name, url), process in zip(zip(ports, urls, strict=True), processes, strict=True):
+        print(f"  instance {name}: {url}  (pid {process.pid})")
+    print()
     native = urls[0].replace("http", "ws", 1) + "ws/native?room=lobby"
     print("Open both, join the same room, chat: messages cross instances.")
+    print(
+        f"Stop A while you chat on B — kill {processes[0].pid} drains it (its page is closed with "
+        f"code 4012), kill -9 {processes[0].pid} kills it: A's page reconnects to B and shows "
+        "what was said meanwhile."
+    )
     print(f"Plain WebSocket clients (no neffos.js): {native}, and the same on B.")
     print("Ctrl-C (or SIGTERM, SIGHUP) stops everything.", flush=True)
     if args.check:

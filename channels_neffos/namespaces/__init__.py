@@ -18,6 +18,7 @@ from .namespace import NATIVE_MESSAGE, Namespace, Reject, event
 from .outgoing import CLOSE_SLOW_CLIENT, counters
 from .presence import PRESENCE_JOIN, PRESENCE_LEAVE
 from .protocol import Message, ProtocolError
+from .recovery import history_rooms
 from .server import (
     ask,
     ask_sync,
@@ -45,6 +46,7 @@ __all__ = [
     "broadcast_sync",
     "counters",
     "event",
+    "history_rooms",
     "presence",
     "presence_sync",
     "send_to",

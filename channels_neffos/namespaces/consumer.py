@@ -70,11 +70,14 @@ from .._core.validation import check_channel_name
 from .._drops import RateLimitedLog
 from ..exceptions import AskError, AskTimeout, MessageTooLarge
 from . import protocol
+from .drain import CLOSE_DRAINING, drain
+from .groups import room_group
 from .hub import Hub, Member, hub_for
 from .membership import Membership
 from .namespace import NATIVE_MESSAGE, Namespace, Reject
 from .outgoing import Outgoing, counters
 from .protocol import Message, ProtocolError
+from .recovery import DEFAULT_MAX_RECOVERY, REPLAYED, RESUME, Replay, parse_resume, replay
 from .server import ASK_TYPE, FRAME_TYPE, frame_message, send_frame_to_group
 
 logger = logging.getLogger("channels_neffos.namespaces")
@@ -119,6 +122,9 @@ class NeffosConsumer(Membership, AsyncWebsocketConsumer):  # type: ignore[misc]
     max_buffered_frames: ClassVar[int] = 4096
     #: Bytes (characters, for text frames) that may wait to be written to one client.
     max_buffered_bytes: ClassVar[int] = 1 << 20
+    #: The most messages one rejoin of a history room replays to a recovering client; one that
+    #: missed more gets ``recovered: false`` and nothing replayed (see :mod:`.recovery`).
+    max_recovery_messages: ClassVar[int] = DEFAULT_MAX_RECOVERY
 
     async def on_handshake(self) -> None:
         """The client said hello. Raise :class:`Reject` to refuse the whole connection."""
@@ -133,6 +139,14 @@ class NeffosConsumer(Membership, AsyncWebsocketConsumer):  # type: ignore[misc]
         )
 
     # -- lifecycle -----------------------------------------------------------------------------
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # Gone for good — disconnect() ran and Channels' tasks for it are done — so a drain
+            # may close the channel layer now.
+            drain.closed(self)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         if message["type"] in _FRAMEWORK_MESSAGES:
@@ -150,6 +164,7 @@ class NeffosConsumer(Membership, AsyncWebsocketConsumer):  # type: ignore[misc]
 
     async def accept(self, *args: Any, **kwargs: Any) -> None:
         await super().accept(*args, **kwargs)
+        drain.opened(self)
         self._outgoing = Outgoing(
             self.base_send,
             self.connection_id,
@@ -192,8 +207,15 @@ class NeffosConsumer(Membership, AsyncWebsocketConsumer):  # type: ignore[misc]
         self._tasks: set[asyncio.Task[None]] = set()
         self._handler_task: asyncio.Task[None] | None = None
         self._hub: Hub = hub_for(self.channel_layer)
+        #: (namespace, room) -> the position a recovering client last had (see .recovery)
+        self._resume_from: dict[tuple[str, str], dict[str, Any] | None] = {}
+        #: connection ids whose messages this client sent itself (not replayed to it)
+        self._own_ids = frozenset((self.connection_id,))
         self._native_only = self.native_only()
         self._accepts_native = any(ns.accepts_native_messages() for ns in self.namespaces)
+        if drain.draining:  # this instance is going away: the client is to connect elsewhere
+            await self.close()  # before accept: the WebSocket handshake is refused (403)
+            return
         if self._native_only:
             await self._open_native_only()
         else:
@@ -235,6 +257,11 @@ class NeffosConsumer(Membership, AsyncWebsocketConsumer):  # type: ignore[misc]
                 logger.exception("leaving namespace %r on disconnect failed", namespace.name)
         # The hub's group memberships; a failure is logged by the hub (the memberships expire).
         await asyncio.gather(*settling, return_exceptions=True)
+
+    def close_for_drain(self) -> None:
+        """Close the WebSocket with :data:`~.drain.CLOSE_DRAINING`, after what is queued."""
+        if self._outgoing is not None:
+            self._outgoing.close(CLOSE_DRAINING, "server draining")
 
     # -- frames from the client ----------------------------------------------------------------
 
@@ -340,6 +367,21 @@ class NeffosConsumer(Membership, AsyncWebsocketConsumer):  # type: ignore[misc]
                     message.namespace,
                 )
             return
+        if event == RESUME and not message.room:
+            try:
+                self._opt_in(namespace, message)
+            except Reject as refusal:
+                if message.wait:
+                    await self.write(message.error(str(refusal)))
+                else:
+                    _dropped_frames(
+                        "resume",
+                        "%d malformed %s message(s) ignored (latest from %s: %s)",
+                        RESUME,
+                        self.connection_id,
+                        refusal,
+                    )
+            return
         method_name = namespace.events.get(event)
         handler = getattr(namespace, method_name) if method_name else namespace.on_event
         try:
@@ -375,6 +417,9 @@ class NeffosConsumer(Membership, AsyncWebsocketConsumer):  # type: ignore[misc]
                 if request.event == protocol.ON_ROOM_JOIN:
                     if request.room not in namespace.rooms:
                         await self._user_code(namespace.on_join, request.room)
+                        if self._recovers(namespace.name, request.room):
+                            await self._recovering_join(namespace, request)
+                            return
                         await self._add_room(namespace, request.room)
                 elif request.room in namespace.rooms:
                     await self._drop_room(namespace, request.room)
@@ -382,6 +427,63 @@ class NeffosConsumer(Membership, AsyncWebsocketConsumer):  # type: ignore[misc]
             await self.write(request.error(str(refusal)))
             return
         await self.send(text_data=protocol.empty_reply(request.wait))
+
+    # -- recovery (see .recovery) --------------------------------------------------------------
+
+    def _opt_in(self, namespace: Namespace, message: Message) -> None:
+        """The client helper asks for positions and says where it was in each room."""
+        try:
+            resume = parse_resume(message.body)
+        except ValueError as exc:
+            raise Reject(str(exc)) from None
+        if self._member is not None:
+            self._member.positions = True
+        for room, position in resume.rooms.items():
+            self._resume_from[(namespace.name, room)] = position
+        if resume.was is not None:
+            self._own_ids = frozenset((self.connection_id, resume.was))
+
+    def _recovers(self, namespace: str, room: str) -> bool:
+        has_history = getattr(self.channel_layer, "has_history", None)
+        return (
+            self._member is not None
+            and self._member.positions
+            and has_history is not None
+            and bool(has_history(room_group(namespace, room)))
+        )
+
+    async def _recovering_join(self, namespace: Namespace, request: Message) -> None:
+        """Join a history room and replay what the client missed before anything live."""
+        member, outgoing, scope = self._member, self._outgoing, (namespace.name, request.room)
+        if member is None or outgoing is None:
+            raise RuntimeError("a connection joins rooms only once accepted")
+        member.hold(scope)
+        try:
+            await self._add_room(namespace, request.room)
+        except BaseException:
+            member.held.pop(scope, None)  # not in the room: nothing held is for it
+            raise
+        outcome = Replay(None, 0, recovered=False, reason="unavailable")
+        try:
+            outgoing.push(protocol.empty_reply(request.wait))
+            frames: list[str | bytes] = []
+            outcome = await replay(
+                self.channel_layer,
+                namespace.name,
+                request.room,
+                self._resume_from.pop(scope, None),
+                self.max_recovery_messages,
+                self._own_ids,
+                frames,
+            )
+            for frame in frames:
+                outgoing.push(frame)
+            outgoing.push(
+                protocol.serialize(Message(namespace.name, request.room, REPLAYED, outcome.body()))
+            )
+        finally:
+            # Live from here: what was held past the replay (all of it, if the replay failed).
+            member.release(scope, outcome.epoch, outcome.offset)
 
     async def _client_connects(self, request: Message) -> None:
         if request.namespace in self.connected_namespaces:

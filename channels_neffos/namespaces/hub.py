@@ -21,6 +21,10 @@ the Channels groups ``ns.<namespace>`` and ``ns.<namespace>.r.<room>`` (see :mod
   asks of type ``neffos.presence`` (:mod:`.presence`) with its local members of the scope as they
   are when the ask arrives: a member is listed from the moment ``join`` starts until ``leave``
   (or ``leave_all``, which a closing connection calls before anything else) is called.
+* **Positions.** A broadcast of a history room (see :mod:`.recovery`) is pushed with its
+  position in the frame's wait field to members whose client asked for positions, and as it is
+  to the others; while a member's replay is being written, its live frames of that room are
+  held and then released past what the replay covered.
 * **Order and loss** are the channel layer's: at-most-once, FIFO per sender (see
   ``docs/semantics.rst``). The hub's channel holds :data:`HUB_CAPACITY` messages; it is drained
   without awaiting any client, so it only fills if this process cannot keep up at all (drops are
@@ -41,10 +45,12 @@ from typing import Any
 
 from .._aio import SharedAttempt
 from .._drops import RateLimitedLog
+from ..envelope import POSITION_KEY
 from ..exceptions import MessageTooLarge
 from ..stats import LARGEST_GROUPS, add_reporter
-from .outgoing import Outgoing, counters
+from .outgoing import Frame, Outgoing, counters
 from .presence import PRESENCE_TYPE, scope_group
+from .recovery import is_taggable, tagged
 from .server import FRAME_TYPE
 
 logger = logging.getLogger("channels_neffos.namespaces")
@@ -127,12 +133,28 @@ def _group(scope: Scope) -> str:
 class Member:
     """One local connection, as the hub knows it in every scope it is in."""
 
-    __slots__ = ("info", "outgoing")
+    __slots__ = ("held", "info", "outgoing", "positions")
 
     def __init__(self, outgoing: Outgoing, info: dict[str, Any]) -> None:
         self.outgoing = outgoing
         #: The connection's ``presence_info``, as presence queries report it.
         self.info = info
+        #: Whether its client asked for positions (see :mod:`.recovery`): broadcasts of history
+        #: groups reach it with their position in the frame's wait field.
+        self.positions = False
+        #: scope -> positioned broadcasts held while the scope's replay is written to it
+        self.held: dict[Scope, list[tuple[dict[str, Any], Frame]]] = {}
+
+    def hold(self, scope: Scope) -> None:
+        """Keep ``scope``'s positioned broadcasts for this member until :meth:`release`."""
+        self.held[scope] = []
+
+    def release(self, scope: Scope, epoch: str | None, offset: int) -> None:
+        """Write what was held for ``scope`` but what the replay covered (``epoch`` up to
+        ``offset``), and deliver the scope live again."""
+        for position, frame in self.held.pop(scope, ()):
+            if position["epoch"] != epoch or position["offset"] > offset:
+                self.outgoing.push(frame)
 
 
 class Hub:
@@ -277,14 +299,28 @@ class Hub:
                 message.get("type"),
             )
             return
-        members = self.members.get((message["namespace"], message["room"]))
+        scope = (message["namespace"], message["room"])
+        members = self.members.get(scope)
         if not members:
             return
         frame = message["frame"]
         exclude = message.get("exclude")
+        position = message.get(POSITION_KEY)
+        if position is None or not is_taggable(frame):
+            for connection_id, member in members.items():
+                if connection_id != exclude:
+                    member.outgoing.push(frame)
+            return
+        positioned = tagged(frame, position)  # once, for every member that asked
         for connection_id, member in members.items():
-            if connection_id != exclude:
+            if connection_id == exclude:
+                continue
+            if not member.positions:
                 member.outgoing.push(frame)
+            elif scope in member.held:
+                member.held[scope].append((position, positioned))
+            else:
+                member.outgoing.push(positioned)
 
     # -- presence ------------------------------------------------------------------------------
 

@@ -12,7 +12,9 @@ from channels_neffos.namespaces import broadcast_sync
 
 
 def index(request: HttpRequest) -> HttpResponse:
-    return render(request, "chat/index.html", {"instance": settings.INSTANCE_NAME})
+    return render(
+        request, "chat/index.html", {"instance": settings.INSTANCE_NAME, "peers": settings.PEERS}
+    )
 
 
 def dashboard(request: HttpRequest) -> HttpResponse:

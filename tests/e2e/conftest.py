@@ -44,9 +44,10 @@ def node_results(script: str, run: subprocess.CompletedProcess[str]) -> Results:
     return results
 
 
-def run_node_steps(script: str, *args: str, on_step: Callable[[str], None]) -> Results:
+def run_node_steps(script: str, *args: str, on_step: Callable[[str], str | None]) -> Results:
     """Run a testproject/e2e scenario that prints ``STEP <name>`` when it wants something done
-    (a fault, a command) and reads one line from stdin once it is: ``on_step(name)`` does it.
+    (a fault, a command) and reads one line from stdin once it is: ``on_step(name)`` does it
+    and may return that line (default ``done``).
     Returns its checks (see :func:`node_results`); the scenario's own watchdog bounds its time."""
     with tempfile.TemporaryFile("w+") as errors:
         scenario = subprocess.Popen(
@@ -63,8 +64,8 @@ def run_node_steps(script: str, *args: str, on_step: Callable[[str], None]) -> R
             for line in scenario.stdout:
                 output.append(line)
                 if line.startswith("STEP "):
-                    on_step(line.split()[1])
-                    scenario.stdin.write("done\n")
+                    reply = on_step(line.split()[1])
+                    scenario.stdin.write(f"{reply or 'done'}\n")
                     scenario.stdin.flush()
             scenario.wait(timeout=30)
         finally:
@@ -90,10 +91,12 @@ def node() -> str:
 class Instance:
     """One testproject server process; ``log_path`` holds what it printed."""
 
-    def __init__(self, name: str, env: dict[str, str], log_dir: Path, server: str) -> None:
+    def __init__(
+        self, name: str, env: dict[str, str], log_dir: Path, server: str, port: int | None = None
+    ) -> None:
         self.name = name
         self.server = server
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_dir / f"{server}-{name}.log"
         #: The environment it runs in (broker URLs, CHANNEL_PREFIX...), e.g. for manage.py.
@@ -108,6 +111,14 @@ class Instance:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def restart(self) -> None:
+        """A new process of this instance, on the same port (after the old one exited)."""
+        with open(self.log_path, "ab") as log:
+            self.process = instances.start_instance(
+                self.name, self.port, self.env, log, server=self.server
+            )
+        self.wait_ready()
+
     def wait_ready(self) -> None:
         try:
             instances.wait_listening(self.port, self.process)
@@ -119,16 +130,23 @@ class Instance:
 def running_instances(
     broker: str, server: str, urls: dict[str, str], log_dir: Path
 ) -> Iterator[list[Instance]]:
-    """Instances A and B of testproject under ``server`` on ``broker`` (nats, redis, multi)."""
+    """Instances A and B of testproject under ``server`` on ``broker`` (nats, redis, multi).
+
+    Each knows both (``CHAT_PEERS``): the chat page reconnects to the other if its own dies."""
+    ports = [free_port(), free_port()]
     env = instances.instance_environment(
         {
             **os.environ,
             "CHANNEL_LAYER": broker,
             "CHANNEL_PREFIX": unique_prefix(),
+            "CHAT_PEERS": ",".join(f"ws://127.0.0.1:{port}" for port in ports),
             **urls,
         }
     )
-    running = [Instance(name, env, log_dir, server) for name in ("A", "B")]
+    running = [
+        Instance(name, env, log_dir, server, port)
+        for name, port in zip(("A", "B"), ports, strict=True)
+    ]
     try:
         for instance in running:
             instance.wait_ready()

@@ -1,4 +1,6 @@
-// The chat page: neffos.js (loaded as the global `neffos`) talking to this daphne instance.
+// The chat page: neffos.js (the global `neffos`) through the channels_neffos client helper
+// (the global `ChannelsNeffos`, recovery.js): if this instance goes away, the page reconnects to
+// another one and shows what was said in its room meanwhile.
 "use strict";
 
 (function () {
@@ -9,8 +11,8 @@
     if (kind) item.className = kind;
     $("log").appendChild(item);
   };
+  let session = null;
   let room = null;
-  let chat = null;
 
   const handlers = {
     chat: {
@@ -27,19 +29,46 @@
     },
   };
 
+  // This instance first, then the others (the demo lists them; behind a load balancer one URL
+  // is enough).
+  function endpoints(name) {
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    const own = `${scheme}://${location.host}`;
+    const peers = JSON.parse($("peers").textContent).filter((url) => url !== own);
+    return [own, ...peers].map((url) => `${url}/ws/chat?name=${name}`);
+  }
+
+  function showConnection() {
+    $("connection-id").textContent = session.id ? `${session.id} (${new URL(session.url).host})` : "reconnecting…";
+  }
+
   async function join(event) {
     event.preventDefault();
-    const scheme = location.protocol === "https:" ? "wss" : "ws";
     const name = encodeURIComponent($("name").value || "guest");
     try {
-      if (!chat) {
-        const conn = await neffos.dial(`${scheme}://${location.host}/ws/chat?name=${name}`, handlers);
-        $("connection-id").textContent = conn.ID;
-        chat = await conn.connect("chat");
+      if (!session) {
+        session = await ChannelsNeffos.connect(endpoints(name), handlers, {
+          onState: (state, detail) => {
+            if (!session) return;  // the first connection: shown below
+            if (state === "reconnecting") log(`connection lost (${detail.code}); reconnecting…`, "error");
+            if (state === "connected") log("reconnected", "notice");
+            showConnection();
+          },
+          onRecovery: (info) => {
+            if (!info.recovered) {
+              log(`the history of ${info.room} could not be recovered (${info.reason}): messages may be missing`, "error");
+            } else if (info.replayed) {
+              log(`${info.replayed} message(s) you missed in ${info.room}`, "notice");
+            }
+          },
+        });
+        showConnection();
+        await session.connect("chat");
       }
-      if (room) await room.leave();
-      room = await chat.joinRoom($("room").value || "lobby");
-      log(`you joined ${room.name}`, "notice");
+      if (room) await session.leave("chat", room);
+      room = $("room").value || "lobby";
+      await session.join("chat", room);
+      log(`you joined ${room}`, "notice");
       $("text").disabled = false;
       $("send").disabled = false;
       $("text").focus();
@@ -52,15 +81,18 @@
     event.preventDefault();
     const text = $("text").value;
     if (!room || !text) return;
-    room.emit("chat", text);
-    log(`me: ${text}`, "mine");
-    $("text").value = "";
+    if (session.emit("chat", "chat", text, room)) {
+      log(`me: ${text}`, "mine");
+      $("text").value = "";
+    } else {
+      log("not sent: reconnecting", "error");
+    }
   }
 
   async function who() {
-    if (!chat || !room) return;
+    if (!session || !room) return;
     try {
-      const reply = await chat.ask("who", room.name);
+      const reply = await session.ask("chat", "who", room);
       log(`here: ${JSON.parse(reply.Body).join(", ")}`, "notice");
     } catch (err) {
       log(`error: ${err.message || err}`, "error");
