@@ -16,6 +16,7 @@ import pytest
 from asgiref.sync import async_to_sync
 
 from channels_neffos import NatsChannelLayer, RedisChannelLayer
+from channels_neffos._core import history_writer
 from channels_neffos.channel_layer import NeffosChannelLayer
 from channels_neffos.testing.brokers import BrokerProcess, NatsServer
 from channels_neffos.testing.conformance import eventually, receive_within
@@ -165,7 +166,51 @@ async def test_a_broker_restarted_without_persistence_starts_a_new_epoch_and_mem
 
 
 @pytest.mark.asyncio
-async def test_sends_while_the_broker_is_down_are_counted_at_the_sender(
+async def test_sends_while_the_broker_is_down_are_written_once_it_is_back(
+    fresh_server: BrokerProcess,
+) -> None:
+    prefix = "down" + secrets.token_hex(4)
+    group = _group()
+    sender = _layer(fresh_server.url, prefix)
+    await sender.group_send(group, {"type": "m", "n": 0})
+    await _written(sender, group, 1)
+    fresh_server.kill()
+    await eventually(lambda: sender.counters["connection_lost"] >= 1, what="the loss noticed")
+    for n in range(1, 6):
+        await sender.group_send(group, {"type": "m", "n": n})  # kept: the broker is down
+    fresh_server.start()
+    await eventually(lambda: sender.counters["connection_restored"] >= 1, what="reconnected")
+
+    async def kept_ones_written() -> bool:
+        found = await sender.group_history(group)
+        return [m["n"] for m in found.messages][-5:] == [1, 2, 3, 4, 5]
+
+    await eventually(kept_ones_written, what="the five kept sends in history, in order")
+    assert sender.counters["history_unwritten"] == 0
+    await sender.close()
+
+
+@pytest.mark.asyncio
+async def test_sends_kept_longer_than_the_patience_are_dropped_and_counted(
+    fresh_server: BrokerProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(history_writer, "OUTAGE_PATIENCE", 0.3)
+    prefix = "down" + secrets.token_hex(4)
+    group = _group()
+    sender = _layer(fresh_server.url, prefix)
+    await sender.group_send(group, {"type": "m"})
+    await _written(sender, group, 1)
+    fresh_server.kill()
+    await eventually(lambda: sender.counters["connection_lost"] >= 1, what="the loss noticed")
+    for _ in range(5):
+        await sender.group_send(group, {"type": "m"})
+    await eventually(lambda: sender.counters["history_unwritten"] == 5, what="five counted")
+    await sender.close()
+    assert sender.counters["history_unwritten"] == 5  # not counted twice at close
+
+
+@pytest.mark.asyncio
+async def test_closing_while_sends_wait_for_the_broker_counts_them(
     fresh_server: BrokerProcess,
 ) -> None:
     prefix = "down" + secrets.token_hex(4)
@@ -175,10 +220,10 @@ async def test_sends_while_the_broker_is_down_are_counted_at_the_sender(
     await _written(sender, group, 1)
     fresh_server.kill()
     await eventually(lambda: sender.counters["connection_lost"] >= 1, what="the loss noticed")
-    for _ in range(5):
-        await sender.group_send(group, {"type": "m"})  # returns: queued, not confirmed
-    await eventually(lambda: sender.counters["history_unwritten"] == 5, what="five counted")
+    for _ in range(3):
+        await sender.group_send(group, {"type": "m"})
     await sender.close()
+    assert sender.counters["history_unwritten"] == 3
 
 
 @pytest.mark.asyncio

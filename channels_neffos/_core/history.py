@@ -3,17 +3,16 @@
 A group that matches the layer's ``history`` option (``{glob or regex: {"size": N, "ttl": s}}``,
 first match wins) is a *history group*. What changes for it:
 
-* **Sending.** ``group_send`` hands the message to :class:`HistoryWriter` and returns; at the end
-  of that turn of the event loop the writer appends what each group was sent, in send order, as
-  one batch (:meth:`~channels_neffos.transports.base.Transport.history_append`: one atomic step on
-  the broker gives the messages the group's next offsets, stores them and publishes them).
-  Nothing is delivered locally first: the process's own members get the message from the broker
-  like every other process's, so that they too see the group's one order. A batch that cannot
-  be queued (the connection is down) is counted (``history_unwritten``); one the broker refuses,
-  or whose answer never came (the connection dropped), is counted by the transport (``refused``,
-  ``moved``, ``unconfirmed``, once per batch) — at the sender; a message that never got an
-  offset leaves no hole at any receiver. While the broker is down, sends to history groups are
-  lost this way: positions come from the broker.
+* **Sending** (:mod:`.history_writer`). ``group_send`` hands the message to the writer and
+  returns; at the end of that turn of the event loop the writer appends what each group was
+  sent, in send order, as one batch (one atomic step on the broker gives the messages the
+  group's next offsets, stores them and publishes them). Nothing is delivered locally first:
+  the process's own members get the message from the broker like every other process's, so
+  that they too see the group's one order. While the connection is down the writer keeps what
+  it could not append (bounded in count and time) and appends it once the connection is back;
+  what it gives up is counted (``history_unwritten``), as the transport counts a batch the
+  broker refuses or whose answer never came (``refused``, ``moved``, ``unconfirmed``) — at the
+  sender; a message that never got an offset leaves no hole at any receiver.
 * **Receiving.** :class:`Sequencer` keeps, per history group with members here, the epoch and the
   last offset delivered — starting from the group's position read just before this process
   subscribed it, so that every message sent after ``group_add`` returned reaches the member,
@@ -37,7 +36,6 @@ import asyncio
 import fnmatch
 import logging
 import re
-import secrets
 import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -45,16 +43,13 @@ from typing import Any
 
 from .. import envelope
 from ..exceptions import BrokerUnavailable
-from ..transports.base import HistoryLimits, HistorySlice, Subject, unpack_positioned
+from ..transports.base import HistoryLimits, HistorySlice, unpack_positioned
 from .mailboxes import Drop
 
 logger = logging.getLogger("channels_neffos")
 
 #: How long a group's position outlives its last message unless ``meta_ttl`` says otherwise.
 DEFAULT_META_TTL = 7 * 24 * 3600.0
-#: The most messages (and bytes) one append carries.
-BATCH_MESSAGES = 512
-BATCH_BYTES = 256 * 1024
 #: Messages a receiver holds while it reads the ones before them from history.
 MAX_HELD = 10_000
 #: Seconds a receiver keeps trying to read a hole from history while the broker is unreachable.
@@ -164,68 +159,6 @@ def recovered(found: HistorySlice, since: tuple[str, int] | None) -> bool:
 
 
 # -- sending -------------------------------------------------------------------------------------
-
-
-class HistoryWriter:
-    """Appends history groups' messages to the broker: what one turn of the event loop sent to
-    a group travels as one append (up to :data:`BATCH_MESSAGES`), in send order.
-
-    Driven by a callback (``loop.call_soon``), not a task: ``asyncio.run`` and ``async_to_sync``
-    cancel every task before the loop closes, and a cancelled task would take its messages with
-    it. The transport queues each append on its connection without waiting for the answer, as
-    it does a publish; a refusal it learns of later is counted by the transport."""
-
-    def __init__(
-        self, append: Callable[[Subject, list[bytes], HistoryLimits, str], None], drop: Drop
-    ) -> None:
-        self._append = append
-        self._drop = drop
-        self._queued: dict[str, tuple[Subject, HistoryLimits, list[bytes]]] = {}
-        self._scheduled: asyncio.Handle | None = None
-        self._epoch_seed = secrets.token_hex(6)
-        self._epochs = 0
-        #: Messages handed to the transport (for stats).
-        self.written = 0
-
-    def send(self, group: str, subject: Subject, limits: HistoryLimits, payload: bytes) -> None:
-        """Queue ``payload`` for ``group``; it leaves when this turn of the event loop ends."""
-        queued = self._queued.get(group)
-        if queued is None:
-            queued = self._queued[group] = (subject, limits, [])
-        queued[2].append(payload)
-        if self._scheduled is None:
-            self._scheduled = asyncio.get_running_loop().call_soon(self.write)
-
-    def _new_epoch(self) -> str:
-        """A candidate epoch: unique across processes and appends (taken only by a group that
-        has none on the broker)."""
-        self._epochs += 1
-        return f"{self._epoch_seed}{self._epochs:x}"
-
-    def write(self) -> None:
-        """Hand everything queued to the transport now (also called by the router's close)."""
-        if self._scheduled is not None:
-            self._scheduled.cancel()
-            self._scheduled = None
-        queued, self._queued = self._queued, {}
-        for subject, limits, payloads in queued.values():
-            start = 0
-            while start < len(payloads):
-                batch: list[bytes] = []
-                size = 0
-                for payload in payloads[start : start + BATCH_MESSAGES]:
-                    if batch and size + len(payload) > BATCH_BYTES:
-                        break
-                    batch.append(payload)
-                    size += len(payload)
-                try:
-                    self._append(subject, batch, limits, self._new_epoch())
-                except BrokerUnavailable as exc:
-                    lost = len(payloads) - start
-                    self._drop("history_unwritten", f"{subject.name}: {exc}", lost)
-                    break
-                start += len(batch)
-                self.written += len(batch)
 
 
 # -- receiving -----------------------------------------------------------------------------------

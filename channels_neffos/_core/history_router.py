@@ -1,7 +1,7 @@
 """The router of a layer with a ``history`` option: history groups on top of the plain routing.
 
 A :class:`HistoryRouter` is a :class:`~.router.Router` that, for a group matching the layer's
-``history`` option, sends through a :class:`~.history.HistoryWriter` (the broker gives each
+``history`` option, sends through a :class:`~.history_writer.HistoryWriter` (the broker gives each
 message its position and publishes it; nothing is delivered locally first) and delivers through
 a :class:`~.history.Sequencer` (offset order, holes filled from history or marked). Groups that
 match no rule are routed exactly as by a plain router. A layer without the option gets a plain
@@ -19,7 +19,8 @@ from typing import Any
 from .. import envelope
 from ..envelope import GROUP, Envelope
 from ..transports.base import HistoryLimits, HistorySlice, Transport, TransportEvents
-from .history import HistoryWriter, Sequencer, parse_since, recovered
+from .history import Sequencer, parse_since, recovered
+from .history_writer import HistoryWriter
 from .router import _ROUTE_CACHE_SIZE, Router, RouterHooks, State
 from .settings import LayerSettings
 
@@ -44,11 +45,13 @@ class HistoryRouter(Router):
     async def close(self) -> None:
         if self.state not in (State.CLOSING, State.CLOSED):
             self.history.write()  # what this turn sent to history groups, before the drain
+            self.history.abandon()  # what waited for an unreachable broker: counted
         await super().close()
 
     def _connection_restored(self) -> None:
         super()._connection_restored()
         if self.state is State.RUNNING:
+            self.history.restored()  # what was sent while the connection was down
             self.sequencer.catch_up()  # what history groups missed while the connection was down
 
     def history_limits(self, group: str) -> HistoryLimits | None:
