@@ -191,6 +191,36 @@ async def test_sends_while_the_broker_is_down_are_written_once_it_is_back(
 
 
 @pytest.mark.asyncio
+async def test_a_member_gets_what_was_sent_while_the_broker_was_down(
+    fresh_server: BrokerProcess,
+) -> None:
+    """The sender keeps its sends during the outage and appends them once it is back — before
+    or after the member's process has subscribed again; on Redis (no persistence here) they
+    start a new epoch. Either way the member gets them all, in order (the first one marked if
+    the epoch is new), and nothing twice."""
+    prefix = "down" + secrets.token_hex(4)
+    group = _group()
+    sender, receiver, channel = await _sender_and_member(fresh_server.url, prefix, group)
+    await sender.group_send(group, {"type": "m", "n": 0})
+    assert (await receive_within(receiver, channel))["n"] == 0
+    fresh_server.kill()
+    await eventually(
+        lambda: min(layer.counters["connection_lost"] for layer in (sender, receiver)) >= 1,
+        what="the loss noticed",
+    )
+    for n in range(1, 21):
+        await sender.group_send(group, {"type": "m", "n": n})
+    fresh_server.start()
+    got = [await receive_within(receiver, channel, timeout=20) for _ in range(20)]
+    assert [m["n"] for m in got] == list(range(1, 21))
+    new_epoch = not isinstance(fresh_server, NatsServer)
+    assert [m["__position__"].get("gap", False) for m in got] == [new_epoch] + [False] * 19
+    assert sender.counters["history_unwritten"] == 0
+    await sender.close()
+    await receiver.close()
+
+
+@pytest.mark.asyncio
 async def test_sends_kept_longer_than_the_patience_are_dropped_and_counted(
     fresh_server: BrokerProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -132,6 +132,8 @@ def run(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
             "CHANNEL_LAYER": args.broker,
             "CHANNEL_PREFIX": prefix,
             "NATS_URL" if args.broker == "nats" else "REDIS_URL": broker.url,
+            # The rooms keep history (the clients recover through it), or not (--no-recovery).
+            "CHAT_HISTORY": "on" if args.recovery else "off",
         }
     )
     ports = {"a": free_port(), "b": free_port()}
@@ -171,6 +173,7 @@ def run(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
                     "connectMs": 300_000,
                     "drainMs": DRAIN_MS,
                     "log": str(run_dir / f"clients_{index}.jsonl"),
+                    "recovery": args.recovery,
                 }
                 with open(run_dir / f"node_{index}.stderr", "wb") as stderr:
                     node.append(NodeClients(config, stderr))
@@ -311,6 +314,13 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="the JSON to write; the plot goes next to it as .png "
         "(default: docs/benchmarks/soak.json, soak_redis.json for Redis)",
+    )
+    parser.add_argument(
+        "--no-recovery",
+        dest="recovery",
+        action="store_false",
+        help="rooms without history and plain neffos.js clients (default: history rooms and "
+        "the client helper, channels_neffos/static/channels_neffos/recovery.js)",
     )
     parser.add_argument("--node-processes", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1)

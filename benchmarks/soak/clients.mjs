@@ -5,7 +5,8 @@
 //
 // Config: {urls: [ws url of instance A, of B], first, count, rooms, roomsPerClient, seed,
 //          broadcastEvery, churnEvery, askEvery ([min s, max s] each), askTimeoutMs,
-//          joinTimeoutMs, connectConcurrency, connectMs, drainMs, log}
+//          joinTimeoutMs, connectConcurrency, connectMs, drainMs, log, recovery (use the
+//          client helper, recovery.js: the rooms keep history)}
 //
 // Clients first … first + count − 1 are opened here; client i connects to instance i % 2, to the
 // testproject's `chat` namespace, and joins roomsPerClient random rooms of `rooms`. Then
@@ -44,6 +45,9 @@ const requireFromTestproject = createRequire(
   path.join(here, "..", "..", "testproject", "package.json"),
 );
 const neffos = (await import(pathToFileURL(requireFromTestproject.resolve("neffos.js")).href)).default;
+// The client helper (config.recovery): reconnects, resumes its rooms' positions, drops duplicates.
+await import(pathToFileURL(path.join(here, "..", "..", "channels_neffos", "static", "channels_neffos", "recovery.mjs")).href);
+const { connect: connectRecovering } = globalThis.ChannelsNeffos;
 
 const config = JSON.parse(process.argv[2]);
 const now = () => performance.timeOrigin + performance.now();
@@ -82,6 +86,7 @@ function generator(seed) {
 const counts = {
   sent: 0, received: 0, notices: 0, pings: 0, joins: 0, leaves: 0, asks: 0,
   askFailures: 0, joinFailures: 0, leaveFailures: 0, errors: 0, closes: 0,
+  duplicates: 0, notRecovered: 0,
 };
 let closing = false; // set at the end: closes from then on are ours
 const error = (client, what, detail) => {
@@ -131,13 +136,28 @@ class Client {
       },
     };
     const url = `${config.urls[this.instance]}/ws/chat?name=c${this.index}`;
-    this.conn = await neffos.dial(url, handlers, { ...wsOptions });
+    if (config.recovery) {
+      this.session = await connectRecovering(url, handlers, {
+        neffos,
+        dialOptions: { ...wsOptions },
+        onRecovery: (info) => {
+          if (!info.recovered) {
+            counts.notRecovered++;
+            error(this.index, "room not recovered", `${info.room}: ${info.reason}`);
+          }
+        },
+      });
+      this.conn = this.session.conn;
+      this.nsConn = await this.session.connect("chat");
+    } else {
+      this.conn = await neffos.dial(url, handlers, { ...wsOptions });
+      this.nsConn = await this.conn.connect("chat");
+    }
     this.conn.conn.addEventListener("close", (evt) => {
       if (closing) return;
       counts.closes++;
       error(this.index, "websocket closed", `code ${evt.code} ${evt.reason || ""}`);
     });
-    this.nsConn = await this.conn.connect("chat");
     const first = new Set();
     while (first.size < Math.min(config.roomsPerClient, config.rooms)) {
       first.add(roomName(Math.floor(this.random() * config.rooms)));
@@ -163,7 +183,10 @@ class Client {
   async join(room) {
     const requested = now();
     try {
-      const joined = await within(this.nsConn.joinRoom(room), config.joinTimeoutMs, `join ${room}`);
+      const joining = this.session
+        ? this.session.join("chat", room).then(() => this.session.nsConns.get("chat").room(room))
+        : this.nsConn.joinRoom(room);
+      const joined = await within(joining, config.joinTimeoutMs, `join ${room}`);
       record("j", this.index, room, requested, now());
       counts.joins++;
       this.rooms.set(room, joined);
@@ -181,7 +204,8 @@ class Client {
     const requested = now();
     let failure;
     try {
-      failure = await within(joined.leave(), config.joinTimeoutMs, `leave ${room}`);
+      const leaving = this.session ? this.session.leave("chat", room) : joined.leave();
+      failure = await within(leaving, config.joinTimeoutMs, `leave ${room}`);
     } catch (err) {
       failure = err;
     }
@@ -329,7 +353,8 @@ async function main() {
   await sleep(config.drainMs);
   clearInterval(progress);
   closing = true;
-  for (const client of clients) client.conn.close();
+  for (const client of clients) (client.session || client.conn).close();
+  for (const client of clients) counts.duplicates += client.session ? client.session.stats.duplicates : 0;
   clearInterval(flusher);
   flushLog();
   await new Promise((resolve) => logStream.end(resolve));

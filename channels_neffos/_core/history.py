@@ -22,7 +22,8 @@ first match wins) is a *history group*. What changes for it:
   read from history; they are delivered first. If history no longer has them — or the epoch
   changed, which means the broker lost the group's history — the next message delivered
   carries ``"gap": True`` in its position and the loss is counted (``history_gap``), never
-  silent. A message already delivered (an offset at or below the last, with the same payload)
+  silent; a new epoch is delivered from its first offset on (every message of it came after
+  the old epoch's end), from history if this process missed its start. A message already delivered (an offset at or below the last, with the same payload)
   is dropped; another payload under such an offset means the broker's history was rewritten
   (a Redis failover to a replica that lacked the last appends): delivered, marked and counted
   the same way. After a reconnect every history group is read from its last offset, so a loss
@@ -233,10 +234,7 @@ class Sequencer:
             if order.filling:
                 self._hold(group, order, epoch, offset, payload)
                 return
-            # The broker lost the group's history: what came after our last offset is gone.
-            self._drop("history_gap", f"{group}: epoch {order.epoch} ended", 1)
-            order.epoch, order.last, order.gap = epoch, offset - 1, True
-            order.held.clear()
+            self._new_epoch(group, order, epoch)
         if offset <= order.last:
             delivered = order.seen.get(offset)
             if delivered is None or delivered == zlib.crc32(payload):
@@ -247,6 +245,16 @@ class Sequencer:
             return
         self._deliver_one(group, order, offset, payload)
         self._release(group, order)
+
+    def _new_epoch(self, group: str, order: _Order, epoch: str) -> None:
+        """The broker lost the group's history (restarted without it, flushed): what came after
+        our last offset in the old epoch is gone — counted, and the next message delivered is
+        marked — while every message of the new epoch came after it, so delivery goes on from
+        the new epoch's first offset (from history if this process missed it)."""
+        self._drop("history_gap", f"{group}: epoch {order.epoch} ended", 1)
+        order.epoch, order.last, order.gap = epoch, 0, True
+        order.held.clear()
+        order.seen.clear()
 
     def _rewritten(self, group: str, order: _Order, offset: int) -> None:
         """Another message under an offset already delivered: the broker's history was rewritten
@@ -324,9 +332,15 @@ class Sequencer:
                         self._give_up(group, order)
                     return
                 if found.epoch != order.epoch:
-                    if order.held:
-                        self._give_up(group, order)
-                    return  # no history of our epoch: the next message is marked
+                    if found.epoch is None:  # no history at all: the next message is marked
+                        if order.held:
+                            self._give_up(group, order)
+                        return
+                    held, held_epoch = dict(order.held), order.held_epoch
+                    self._new_epoch(group, order, found.epoch)
+                    if held_epoch == found.epoch:
+                        order.held.update(held)  # already of the new epoch: keep them
+                    continue  # read the new epoch from its start
                 if not recovered(found, (order.epoch or "", order.last)):
                     kept = found.entries[0][0] if found.entries else found.offset + 1
                     missing = max(1, kept - order.last - 1)

@@ -52,10 +52,15 @@ _PREFIX = os.environ.get("CHANNEL_PREFIX", "testproject")
 #: The chat's rooms keep history, so a client that reconnects (to any instance) gets what it
 #: missed: 1,000 messages for 10 minutes. For the tests: rooms named small-* keep 10, and rooms
 #: named plain-* none (they go on working on each instance while the broker is down).
-CHAT_HISTORY = {
-    **history_rooms("chat", "small-*", size=10, ttl=600),
-    re.compile(r"ns\.chat\.r\.(?!plain-)[A-Za-z0-9_-]*"): {"size": 1000, "ttl": 600},
-}
+#: CHAT_HISTORY=off in the environment: no history (benchmarks.soak --no-recovery compares).
+CHAT_HISTORY = (
+    {
+        **history_rooms("chat", "small-*", size=10, ttl=600),
+        re.compile(r"ns\.chat\.r\.(?!plain-)[A-Za-z0-9_-]*"): {"size": 1000, "ttl": 600},
+    }
+    if os.environ.get("CHAT_HISTORY", "on") != "off"
+    else None
+)
 _LAYERS = {
     "nats": {
         "BACKEND": "channels_neffos.NatsChannelLayer",
