@@ -59,19 +59,41 @@ async def send_receive_rate(
         targets.append((receiver, await _connect(sender, receiver)))
     per_channel = count // channels
 
-    async def consume(receiver: Any, channel: str) -> None:
+    received = [0] * channels
+
+    async def consume(index: int, receiver: Any, channel: str) -> None:
         for _ in range(per_channel):
             await receiver.receive(channel)
+            received[index] += 1
 
-    consumers = [asyncio.ensure_future(consume(r, channel)) for r, channel in targets]
+    consumers = [
+        asyncio.ensure_future(consume(index, r, channel))
+        for index, (r, channel) in enumerate(targets)
+    ]
     started = time.perf_counter()
     for _ in range(per_channel):
         for _receiver, channel in targets:
             await sender.send(channel, MESSAGE)
-    await asyncio.wait_for(asyncio.gather(*consumers), 300)
+    await _all_received(consumers, received, per_channel, [sender, *receiving])
     rate = per_channel * channels / (time.perf_counter() - started)
     await _close(sender, *(r for r in receiving if r is not sender))
     return rate
+
+
+async def _all_received(
+    consumers: list[asyncio.Future[None]], received: list[int], expected: int, layers: list[Any]
+) -> None:
+    """Wait for the consumers — 30 s plus 1 s per 5,000 messages, far above any rate measured
+    here — or fail saying what is missing and what the layers counted (drops, reconnects)."""
+    limit = 30 + expected * len(consumers) / 5000
+    try:
+        await asyncio.wait_for(asyncio.gather(*consumers), limit)
+    except asyncio.TimeoutError:
+        counters = [dict(getattr(layer, "counters", {})) for layer in layers]
+        raise RuntimeError(
+            f"not every message arrived within {limit:.0f} s: received {received} of "
+            f"{expected} per channel; layer counters {counters}"
+        ) from None
 
 
 # -- (b) round trips ---------------------------------------------------------------------------

@@ -127,8 +127,12 @@ async def test_a_rejoin_replays_what_was_missed_then_goes_live_with_no_gap_or_du
     assert await first.request("room;r;_OnRoomJoin;0;0;") == "$2;;;;;;"
     start = replayed(await first.communicator.receive_from(timeout=5))
     assert start is not None and start["recovered"] and start["replayed"] == 0
-    # 1-40 reach the first client; 41-90 are sent while nobody listens; 91-300 flow while the
-    # second client rejoins with the first's position, so the replay and the live frames overlap.
+    # A plain member keeps this process in the room's group all along, so live broadcasts reach
+    # the second client the moment it is a member — while its replay is still being read.
+    watcher = await connect()
+    assert await watcher.request("room;r;_OnRoomJoin;0;0;") == "$2;;;;;;"
+    # 1-40 reach the first client; 41-90 are sent while it is away; 91-300 flow while the second
+    # client rejoins with the first's position, so the replay and the live frames overlap.
     await send(40)
     got = await frames_until(first, lambda frames: len(frames) >= 40)
     await first.communicator.disconnect()
@@ -157,6 +161,7 @@ async def test_a_rejoin_replays_what_was_missed_then_goes_live_with_no_gap_or_du
     assert all(found[1] <= outcome["offset"] for found in map(position, replay) if found)
     assert all(found[1] > outcome["offset"] for found in map(position, live) if found)
     await second.communicator.disconnect()
+    await watcher.communicator.disconnect()
 
 
 async def _steady(first: int, last: int) -> None:

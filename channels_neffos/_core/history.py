@@ -23,11 +23,12 @@ first match wins) is a *history group*. What changes for it:
   changed, which means the broker lost the group's history — the next message delivered
   carries ``"gap": True`` in its position and the loss is counted (``history_gap``), never
   silent; a new epoch is delivered from its first offset on (every message of it came after
-  the old epoch's end), from history if this process missed its start. A message already delivered (an offset at or below the last, with the same payload)
-  is dropped; another payload under such an offset means the broker's history was rewritten
-  (a Redis failover to a replica that lacked the last appends): delivered, marked and counted
-  the same way. After a reconnect every history group is read from its last offset, so a loss
-  at the end of a burst is found without waiting for the next message.
+  the old epoch's end), from history if this process missed its start. A message already
+  delivered (an offset at or below the last, with the same payload) is dropped; another payload
+  under such an offset means the broker's history was rewritten (a Redis failover to a replica
+  that lacked the last appends): delivered, marked and counted the same way. After a reconnect
+  every history group is read from its last offset, so a loss at the end of a burst is found
+  without waiting for the next message.
 * **Reading.** :func:`recovered` decides whether a read of history since a position is complete.
 """
 

@@ -258,7 +258,7 @@ class NeffosConsumer(Membership, AsyncWebsocketConsumer):  # type: ignore[misc]
         # The hub's group memberships; a failure is logged by the hub (the memberships expire).
         await asyncio.gather(*settling, return_exceptions=True)
 
-    def close_for_drain(self) -> None:
+    def _close_for_drain(self) -> None:
         """Close the WebSocket with :data:`~.drain.CLOSE_DRAINING`, after what is queued."""
         if self._outgoing is not None:
             self._outgoing.close(CLOSE_DRAINING, "server draining")

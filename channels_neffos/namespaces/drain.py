@@ -51,7 +51,7 @@ DEFAULT_TIMEOUT = 30.0
 class Drainable(Protocol):
     """A connection the drain can close (a ``NeffosConsumer``)."""
 
-    def close_for_drain(self) -> None: ...
+    def _close_for_drain(self) -> None: ...
 
 
 def _setting(name: str, default: float) -> float:
@@ -129,7 +129,7 @@ class Drain:
         if not self.connections:
             self._emptied.set()
         timers = [
-            loop.call_later(window * index / len(connections), connection.close_for_drain)
+            loop.call_later(window * index / len(connections), connection._close_for_drain)
             for index, connection in enumerate(connections)
         ]
         try:

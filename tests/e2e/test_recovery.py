@@ -21,6 +21,8 @@ import asyncio
 import json
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,7 +37,7 @@ from channels_neffos import NatsChannelLayer, RedisChannelLayer
 from channels_neffos.namespaces import server
 from channels_neffos.testing.brokers import BrokerProcess, NatsServer, RedisServer
 
-from .conftest import Instance, run_node_steps, running_instances
+from .conftest import TESTPROJECT, Instance, run_node_steps, running_instances
 
 
 class Sender:
@@ -105,7 +107,20 @@ def scenario(mode: str, broker: BrokerProcess, tmp_path: Path, server_name: str,
                 a.process.wait(timeout=10)
             elif step.startswith("drain-"):
                 instance = a if step == "drain-a" else b
-                instance.process.send_signal(signal.SIGTERM)
+                if step == "drain-a":
+                    instance.process.send_signal(signal.SIGTERM)
+                else:  # the documented command: SIGTERM, then wait for the exit
+                    command = [sys.executable, "manage.py", "neffos", "drain"]
+                    run = subprocess.run(
+                        [*command, "--pid", str(instance.pid)],
+                        cwd=TESTPROJECT,
+                        env=instance.env,
+                        capture_output=True,
+                        text=True,
+                        timeout=60,
+                    )
+                    assert run.returncode == 0, run.stderr
+                    assert f"{instance.pid}: drained and exited" in run.stdout, run.stdout
                 # uvicorn re-raises the signal once it has shut down (exit by SIGTERM); daphne 0
                 exited = (0, -signal.SIGTERM) if instance.server == "uvicorn" else (0,)
                 assert instance.process.wait(timeout=30) in exited, instance.log()[-3000:]

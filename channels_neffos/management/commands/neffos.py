@@ -15,6 +15,11 @@ Subcommands (each takes ``--layer ALIAS``, default: every channels_neffos alias 
     for health checks and readiness probes. Prints the round trip.
 ``send CHANNEL MESSAGE`` / ``group-send GROUP MESSAGE``
     send a JSON object (with its ``"type"``) from the shell, for debugging.
+``drain --pid PID [--pid PID ...]``
+    drain server processes (daphne, uvicorn) of this host: send each SIGTERM — its neffos
+    clients are closed over ``NEFFOS_DRAIN_WINDOW`` and it exits by itself (see
+    ``docs/recovery.rst``) — and wait until every one has exited (``--timeout``, default 60 s;
+    exit status 1 if one has not). Needs no channel layer.
 
 Each run connects as a short-lived process of the layer and closes it before exiting; it never
 appears in its own listing. Nothing it prints shows a password (addresses are masked).
@@ -24,6 +29,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import sys
 import time
 from argparse import ArgumentParser
 from typing import Any
@@ -62,7 +70,15 @@ class Command(BaseCommand):  # type: ignore[misc]
                 sub.add_argument("target", help="the channel" if name == "send" else "the group")
                 sub.add_argument("message", help='a JSON object, e.g. \'{"type": "chat.hello"}\'')
 
+        drain = commands.add_parser("drain", help="SIGTERM server processes; wait for their exit")
+        drain.add_argument("--pid", type=int, action="append", required=True, help="repeatable")
+        drain.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
+        drain.add_argument("--json", action="store_true", help="print JSON")
+
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["subcommand"] == "drain":
+            self._drain(options)
+            return
         aliases = self._aliases(options["layer"])
         handler = {
             "status": self._status,
@@ -75,6 +91,36 @@ class Command(BaseCommand):  # type: ignore[misc]
             self.stdout.write(json.dumps(report, indent=2, sort_keys=True))
         if failure is not None:
             raise CommandError(failure)
+
+    def _drain(self, options: dict[str, Any]) -> None:
+        pids: list[int] = options["pid"]
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                raise CommandError(f"no process {pid}") from None
+            except PermissionError:
+                raise CommandError(
+                    f"not allowed to signal process {pid} (run as its user)"
+                ) from None
+        started = time.monotonic()
+        running = list(pids)
+        while running and time.monotonic() - started < options["timeout"]:
+            time.sleep(0.1)
+            running = [pid for pid in running if _alive(pid)]
+        elapsed = time.monotonic() - started
+        drained = [pid for pid in pids if pid not in running]
+        if options["json"]:
+            report = {"drained": drained, "running": running, "seconds": round(elapsed, 3)}
+            self.stdout.write(json.dumps(report, indent=2, sort_keys=True))
+        else:
+            for pid in drained:
+                self.stdout.write(f"{pid}: drained and exited")
+        if running:
+            raise CommandError(
+                f"still running after {options['timeout']:g} s: {running} (a drain is bounded "
+                f"by NEFFOS_DRAIN_TIMEOUT; is NEFFOS_DRAIN off, or is it not a server process?)"
+            )
 
     # -- which layers --------------------------------------------------------------------------
 
@@ -238,3 +284,20 @@ def _duration(seconds: float) -> str:
     if hours:
         return f"{hour}h {minute}m"
     return f"{minute}m {second}s" if minutes else f"{second}s"
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a zombie, exited but not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    if sys.platform.startswith("linux"):
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+    return True

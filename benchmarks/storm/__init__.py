@@ -1,0 +1,1 @@
+"""Reconnect-storm benchmark: see __main__.py."""
