@@ -1,7 +1,7 @@
 // The reconnect-storm benchmark's clients (see benchmarks/storm/__main__.py), one role per process.
 //
 // Usage: node clients.mjs '<json config>'
-//   {role: "storm", backends: [port A, port B], count, rooms}
+//   {role: "storm", backends: [port A, port B], count, rooms, minDelay}
 //     count clients through a TCP balancer of this process that sends each new connection to the
 //     first backend that accepts it (so all start on A, and reconnect to B once A is dead), each
 //     in room "storm-<i % rooms>" of namespace "chat", on the channels_neffos client helper.
@@ -25,7 +25,7 @@ const { connect } = globalThis.ChannelsNeffos;
 const config = JSON.parse(process.argv[2]);
 const now = () => performance.timeOrigin + performance.now();
 const emit = (line) => process.stdout.write(JSON.stringify(line) + "\n");
-const room = (i) => `storm-${i % config.rooms}`;
+const room = (i) => `${config.roomPrefix}${i % config.rooms}`;
 
 function parse(body) {
   const [seq, sent] = JSON.parse(body).text.split("|");
@@ -46,7 +46,7 @@ async function openStorm(url, i) {
       },
     },
   }, {
-    neffos, minDelay: 250, maxDelay: 5000, dialOptions: { perMessageDeflate: false },
+    neffos, ...(config.minDelay == null ? {} : { minDelay: config.minDelay }), maxDelay: 10000, dialOptions: { perMessageDeflate: false },
     onRecovery: (info) => { c.recoveries++; if (!info.recovered) c.notRecovered++; },
   });
   await c.session.join("chat", room(i));

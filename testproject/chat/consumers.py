@@ -4,7 +4,8 @@ Client events (see static/chat/app.js): ``chat`` (a room message, broadcast to t
 members), ``whoami`` (ask: your connection id), ``who`` (ask: the nicknames of the connections in
 a room, on every instance, sorted — the namespaces' presence, exact as soon as joins and leaves
 have returned, with no time window), ``whisper`` (to one connection id), ``poke`` (the server asks
-another client "ping" and returns its answer). Joining the room ``closed`` is refused. Each
+another client "ping" and returns its answer). Joining the room ``closed`` is refused; joins and
+leaves are announced to the room (``notice``) but in rooms named ``quiet-*``. Each
 connection's presence info is its nickname, ``{"name": ...}``.
 
 ``ws/native?room=<room>`` is for plain WebSocket clients (no neffos.js, e.g. ``websocat``): every
@@ -30,6 +31,10 @@ from channels_neffos.namespaces import server as neffos_server
 from .dashboard import Dashboard
 
 
+#: Rooms whose joins and leaves are not announced (benchmarks.storm measures both kinds).
+QUIET = "quiet-"
+
+
 class Chat(Namespace):
     name = "chat"
 
@@ -41,10 +46,12 @@ class Chat(Namespace):
     async def on_join(self, room: str) -> None:
         if room == "closed":
             raise Reject("this room is closed")
-        await self.broadcast("notice", f"{self.nickname} joined {room}", room=room)
+        if not room.startswith(QUIET):
+            await self.broadcast("notice", f"{self.nickname} joined {room}", room=room)
 
     async def on_leave(self, room: str) -> None:
-        await self.broadcast("notice", f"{self.nickname} left {room}", room=room)
+        if not room.startswith(QUIET):
+            await self.broadcast("notice", f"{self.nickname} left {room}", room=room)
 
     @event("chat")
     async def chat(self, message: Message) -> None:
