@@ -30,7 +30,6 @@ from channels_neffos.namespaces import server as neffos_server
 
 from .dashboard import Dashboard
 
-
 #: Rooms whose joins and leaves are not announced (benchmarks.storm measures both kinds).
 QUIET = "quiet-"
 
