@@ -220,20 +220,26 @@ async def test_a_member_gets_what_was_sent_while_the_broker_was_down(
     await receiver.close()
 
 
+async def _sent_while_down(server: BrokerProcess, count: int) -> NeffosChannelLayer:
+    """A sender that wrote one message to a history group, then sent ``count`` more to it
+    once ``server`` was killed (so they wait for it)."""
+    group = _group()
+    sender = _layer(server.url, "down" + secrets.token_hex(4))
+    await sender.group_send(group, {"type": "m"})
+    await _written(sender, group, 1)
+    server.kill()
+    await eventually(lambda: sender.counters["connection_lost"] >= 1, what="the loss noticed")
+    for _ in range(count):
+        await sender.group_send(group, {"type": "m"})
+    return sender
+
+
 @pytest.mark.asyncio
 async def test_sends_kept_longer_than_the_patience_are_dropped_and_counted(
     fresh_server: BrokerProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(history_writer, "OUTAGE_PATIENCE", 0.3)
-    prefix = "down" + secrets.token_hex(4)
-    group = _group()
-    sender = _layer(fresh_server.url, prefix)
-    await sender.group_send(group, {"type": "m"})
-    await _written(sender, group, 1)
-    fresh_server.kill()
-    await eventually(lambda: sender.counters["connection_lost"] >= 1, what="the loss noticed")
-    for _ in range(5):
-        await sender.group_send(group, {"type": "m"})
+    sender = await _sent_while_down(fresh_server, 5)
     await eventually(lambda: sender.counters["history_unwritten"] == 5, what="five counted")
     await sender.close()
     assert sender.counters["history_unwritten"] == 5  # not counted twice at close
@@ -243,15 +249,7 @@ async def test_sends_kept_longer_than_the_patience_are_dropped_and_counted(
 async def test_closing_while_sends_wait_for_the_broker_counts_them(
     fresh_server: BrokerProcess,
 ) -> None:
-    prefix = "down" + secrets.token_hex(4)
-    group = _group()
-    sender = _layer(fresh_server.url, prefix)
-    await sender.group_send(group, {"type": "m"})
-    await _written(sender, group, 1)
-    fresh_server.kill()
-    await eventually(lambda: sender.counters["connection_lost"] >= 1, what="the loss noticed")
-    for _ in range(3):
-        await sender.group_send(group, {"type": "m"})
+    sender = await _sent_while_down(fresh_server, 3)
     await sender.close()
     assert sender.counters["history_unwritten"] == 3
 

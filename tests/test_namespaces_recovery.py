@@ -139,6 +139,7 @@ async def test_a_rejoin_replays_what_was_missed_then_goes_live_with_no_gap_or_du
     await send(50, 41)
     last = position(got[-1])
     assert last is not None
+    await appended(layer, last[1] + 50)  # in history before the rejoin (NATS acks later)
     second = await connect()
     await opt_in(second, {"r": {"epoch": last[0], "offset": last[1]}}, was=first.id)
     sender = asyncio.ensure_future(_steady(91, 300))
@@ -269,3 +270,67 @@ def test_history_rooms_writes_rules_that_match_the_rooms_groups() -> None:
     assert history_for(rules, namespace_group("chat")) is None  # the namespace itself: no
     with pytest.raises(ValueError, match="list the rooms by name"):
         history_rooms("chat.v2", size=1, ttl=1)
+
+
+@pytest.mark.asyncio
+async def test_what_the_replay_covered_is_not_written_again_if_it_reaches_the_hub_late() -> None:
+    """The hub's own order may deliver messages after a member's replay already gave them (it
+    was filling a hole from history meanwhile): they are not written twice."""
+    from channels_neffos.envelope import POSITION_KEY
+    from channels_neffos.namespaces.hub import Hub, Member
+    from channels_neffos.namespaces.outgoing import Outgoing
+    from channels_neffos.namespaces.server import FRAME_TYPE
+
+    written: list[str] = []
+
+    async def asgi_send(message: dict[str, Any]) -> None:
+        written.append(message["text"])
+
+    member = Member(Outgoing(asgi_send, "c", max_frames=100, max_bytes=1 << 20), {})
+    member.positions = True
+    hub = Hub(layer=None)
+    scope = ("room", "r")
+    hub.members[scope] = {"c": member}
+
+    def arrives(offset: int) -> None:
+        frame = serialize(Message("room", "r", "chat", str(offset)))
+        position = {"epoch": "e", "offset": offset}
+        hub._fan_out(
+            {
+                "type": FRAME_TYPE,
+                "namespace": "room",
+                "room": "r",
+                "frame": frame,
+                "exclude": None,
+                POSITION_KEY: position,
+            }
+        )
+
+    member.hold(scope)
+    arrives(3)  # held, then dropped: the replay covers it
+    member.release(scope, "e", 10)  # the replay covered 1-10
+    for offset in range(5, 13):  # 5-10 come late, then 11 and 12
+        arrives(offset)
+    await eventually(lambda: len(written) >= 2, 5, "the frames past the replay")
+    await asyncio.sleep(0.05)
+    assert [parse(raw[raw.index(";") :]).text for raw in written] == ["11", "12"]
+    assert written[0].startswith("~e.11;")
+    await member.outgoing.discard()
+
+
+@pytest.mark.asyncio
+async def test_a_draining_instance_refuses_a_handshake_without_making_anything(
+    layer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """During a drain a new connection is answered 403 and its application ends at once: no
+    channel, no task waiting on the layer that the drain is about to close (one that waited
+    raised LayerClosed into the server's log)."""
+    from channels_neffos.namespaces.drain import drain
+
+    monkeypatch.setattr(drain, "draining", True)
+    communicator = WebsocketCommunicator(Consumer.as_asgi(), "/ws")
+    connected, _ = await communicator.connect()
+    assert not connected  # closed before accept: the server answers the handshake 403
+    # The application is done by itself: nothing left running (wait() would cancel it).
+    await asyncio.wait_for(asyncio.shield(communicator.future), 1)
+    assert not drain.connections

@@ -29,7 +29,6 @@ Targets (issue #21, this 2-core box): ≤ 15 s for 1,000 clients; p99 during ≤
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import platform
@@ -45,50 +44,17 @@ from typing import Any
 import psutil  # type: ignore[import-untyped]
 
 from channels_neffos import NatsChannelLayer, RedisChannelLayer
-from channels_neffos.namespaces import server
 from channels_neffos.testing.brokers import BrokerProcess, NatsServer, RedisServer, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "testproject"))
+from broadcaster import Broadcaster  # noqa: E402
 from instances import instance_environment, start_instance, stop, wait_listening  # noqa: E402
 from testproject.settings import CHAT_HISTORY  # noqa: E402
 
 CLIENTS_JS = Path(__file__).with_name("clients.mjs")
 TARGET_SECONDS = 15.0
 TARGET_P99_RATIO = 5.0
-
-
-class Sender:
-    """``rate`` numbered broadcasts per room per second, each stamped with its send time."""
-
-    def __init__(self, layer: Any, rooms: int, rate: float, prefix: str) -> None:
-        self.layer, self.rooms, self.rate, self.prefix = layer, rooms, rate, prefix
-        self.sent = [0] * rooms
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    async def _run(self) -> None:
-        try:
-            while not self._stop.is_set():
-                started = time.monotonic()
-                for room in range(self.rooms):
-                    self.sent[room] += 1
-                    text = f"{self.sent[room]}|{time.time() * 1000:.3f}"
-                    body = json.dumps({"from": "sender", "id": "-", "text": text})
-                    await server.broadcast(
-                        "chat", "chat", body, room=f"{self.prefix}{room}", layer=self.layer
-                    )
-                await asyncio.sleep(max(0.0, 1 / self.rate - (time.monotonic() - started)))
-        finally:
-            await self.layer.close()
-
-    def stop(self) -> list[int]:
-        self._stop.set()
-        self._thread.join(timeout=30)
-        return self.sent
 
 
 class Node:
@@ -155,7 +121,7 @@ def layer_for(kind: str, url: str, prefix: str) -> Any:
     return RedisChannelLayer(hosts=[url], prefix=prefix, history=CHAT_HISTORY)
 
 
-def storm(args: argparse.Namespace) -> dict[str, Any]:
+def storm(args: argparse.Namespace, plain: bool = False) -> dict[str, Any]:
     broker = make_broker(args.broker)
     broker.start()
     prefix = f"storm{uuid.uuid4().hex[:8]}"
@@ -173,7 +139,7 @@ def storm(args: argparse.Namespace) -> dict[str, Any]:
     ports = {"A": free_port(), "B": free_port()}
     processes: dict[str, subprocess.Popen[bytes]] = {}
     nodes: list[Node] = []
-    sender: Sender | None = None
+    sender: Broadcaster | None = None
     try:
         for name, port in ports.items():
             processes[name] = start_instance(
@@ -202,6 +168,7 @@ def storm(args: argparse.Namespace) -> dict[str, Any]:
                 "rooms": args.rooms,
                 "roomPrefix": room_prefix,
                 "minDelay": args.min_delay,
+                "plain": plain,
             }
         )
         nodes.append(crowd)
@@ -212,9 +179,8 @@ def storm(args: argparse.Namespace) -> dict[str, Any]:
             f"(pid {processes['B'].pid}), connected in {connect_s:.1f} s",
             flush=True,
         )
-        sender = Sender(
-            layer_for(args.broker, broker.url, prefix), args.rooms, args.rate, room_prefix
-        )
+        rooms = [f"{room_prefix}{index}" for index in range(args.rooms)]
+        sender = Broadcaster(layer_for(args.broker, broker.url, prefix), rooms, args.rate)
         sender.start()
         time.sleep(args.baseline)
         rss_before = survivor.memory_info().rss
@@ -274,7 +240,7 @@ def storm(args: argparse.Namespace) -> dict[str, Any]:
     complete = sum(
         1
         for index, (first, last, count) in enumerate(crowd_done["lastSeqs"])
-        if last == sent[index % args.rooms] and count == last - first + 1
+        if last == sent[f"{room_prefix}{index % args.rooms}"] and count == last - first + 1
     )
     p99_before, p99_during = percentile(before, 0.99), percentile(during, 0.99)
     ratio = p99_during / p99_before if p99_before and p99_during else None
@@ -288,6 +254,7 @@ def storm(args: argparse.Namespace) -> dict[str, Any]:
             "rate_per_room": args.rate,
             "baseline_s": args.baseline,
             "after_s": args.after,
+            "clients_kind": "plain neffos.js (reconnect option)" if plain else "helper",
             "server": args.server,
             "helper_min_delay_ms": args.min_delay,
             "join_notices": not args.quiet,
@@ -303,6 +270,7 @@ def storm(args: argparse.Namespace) -> dict[str, Any]:
         "recovered_clients": len(caught),
         "complete_in_order_clients": complete,
         "broken_sequences": crowd_done["broken"],
+        "missed_broadcasts": crowd_done["missed"],
         "not_recovered": crowd_done["notRecovered"],
         "duplicates_dropped": crowd_done["duplicatesDropped"],
         "reconnect_attempts": crowd_done["reconnects"],
@@ -330,7 +298,8 @@ def storm(args: argparse.Namespace) -> dict[str, Any]:
             and seconds <= TARGET_SECONDS
             and ratio is not None
             and ratio <= TARGET_P99_RATIO
-            and complete == args.clients,
+            and complete == args.clients
+            and not plain,
         },
     }
 
@@ -358,6 +327,17 @@ def summary(results: dict[str, Any]) -> str:
             + ", ".join(f"{name} {cores}" for name, cores in cpu.items()),
             f"  targets met: {results['targets']['met']}",
         ]
+    )
+
+
+def peer_summary(results: dict[str, Any]) -> str:
+    p, live = results["parameters"], results["live_latency_ms"]
+    seconds = results["recovered_all_s"]
+    return (
+        f"  peer, plain neffos.js clients ({p['server']}): all live again in "
+        f"{'n/a' if seconds is None else f'{seconds:.1f}'} s; broadcasts missed "
+        f"{results['missed_broadcasts']} ({results['broken_sequences']} clients with a hole); "
+        f"live clients p99 {live['p99_before']:.1f} -> {live['p99_during'] or 0:.1f} ms"
     )
 
 
@@ -390,6 +370,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", type=float, default=10.0, help="seconds before the kill")
     parser.add_argument("--after", type=float, default=5.0, help="seconds after all recovered")
     parser.add_argument("--timeout", type=float, default=60.0)
+    parser.add_argument(
+        "--no-peer",
+        dest="peer",
+        action="store_false",
+        help="skip the same storm with plain neffos.js clients (its own reconnect, no recovery)",
+    )
     parser.add_argument("--docs", action="store_true", help="write docs/benchmarks/storm.json")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
@@ -399,11 +385,15 @@ def main(argv: list[str] | None = None) -> int:
         args.server = name
         document[name] = storm(args)
         print(summary(document[name]), flush=True)
+        if args.peer:
+            document[f"{name}, plain neffos.js"] = peer = storm(args, plain=True)
+            print(peer_summary(peer), flush=True)
     out = args.out or (REPO / "docs" / "benchmarks" / "storm.json" if args.docs else None)
     if out is not None:
         out.write_text(json.dumps(document, indent=1) + "\n")
         print(f"wrote {out}")
-    return 0 if all(results["targets"]["met"] for results in document.values()) else 1
+    met = [results["targets"]["met"] for name, results in document.items() if name in servers]
+    return 0 if all(met) else 1
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 // The reconnect-storm benchmark's clients (see benchmarks/storm/__main__.py), one role per process.
 //
 // Usage: node clients.mjs '<json config>'
-//   {role: "storm", backends: [port A, port B], count, rooms, minDelay}
+//   {role: "storm", backends: [port A, port B], count, rooms, roomPrefix, minDelay, plain}
+//     (plain: plain neffos.js clients with its `reconnect` option instead, the peer)
 //     count clients through a TCP balancer of this process that sends each new connection to the
 //     first backend that accepts it (so all start on A, and reconnect to B once A is dead), each
 //     in room "storm-<i % rooms>" of namespace "chat", on the channels_neffos client helper.
@@ -34,6 +35,24 @@ function parse(body) {
 
 const clients = [];
 let killedAt = null;
+
+// The peer: plain neffos.js with its own `reconnect` option (it rejoins the rooms, recovers nothing).
+async function openPlain(url, i) {
+  const c = { seqs: [], caughtUp: null, recoveries: 0, notRecovered: 0 };
+  c.conn = await neffos.dial(`${url}/ws/chat?name=p${i}`, {
+    chat: {
+      chat: (nsConn, msg) => {
+        const [seq, sent] = parse(msg.Body);
+        c.seqs.push(seq);
+        if (killedAt !== null && c.caughtUp === null && sent >= killedAt) c.caughtUp = now();
+      },
+    },
+  }, { reconnect: 250, perMessageDeflate: false });
+  const nsConn = await c.conn.connect("chat");
+  await nsConn.joinRoom(room(i));
+  c.session = { stats: { duplicates: 0, reconnects: 0 }, close: () => c.conn.close() };
+  return c;
+}
 
 async function openStorm(url, i) {
   const c = { seqs: [], caughtUp: null, recoveries: 0, notRecovered: 0 };
@@ -75,7 +94,7 @@ async function main() {
     const balancer = await loadBalancer(config.backends);
     url = `ws://127.0.0.1:${balancer.address().port}`;
   }
-  const open = config.role === "storm" ? openStorm : openLive;
+  const open = config.role === "storm" ? (config.plain ? openPlain : openStorm) : openLive;
   for (let i = 0; i < config.count; i += 20) {  // 20 handshakes at a time
     const block = [];
     for (let j = i; j < Math.min(i + 20, config.count); j++) block.push(open(url, j));
@@ -99,6 +118,7 @@ async function main() {
       phase: "done",
       caughtUp: clients.map((c) => c.caughtUp),
       broken: clients.filter((c) => !contiguous(c.seqs)).length,
+      missed: clients.reduce((n, c) => n + (c.seqs.length ? c.seqs[c.seqs.length - 1] - c.seqs[0] + 1 - new Set(c.seqs).size : 0), 0),
       lastSeqs: clients.map((c) => [c.seqs[0], c.seqs[c.seqs.length - 1], c.seqs.length]),
       notRecovered: clients.reduce((n, c) => n + c.notRecovered, 0),
       duplicatesDropped: clients.reduce((n, c) => n + c.session.stats.duplicates, 0),

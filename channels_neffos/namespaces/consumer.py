@@ -141,6 +141,13 @@ class NeffosConsumer(Membership, AsyncWebsocketConsumer):  # type: ignore[misc]
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if drain.draining:
+            # This instance is going away: the handshake is refused (403) without a channel, a
+            # layer or a task — nothing the drain would have to wait for or close under it.
+            if (await receive())["type"] == "websocket.connect":
+                await send({"type": "websocket.close"})
+            return
+        drain.opened(self)
         try:
             await super().__call__(scope, receive, send)
         finally:
@@ -164,7 +171,6 @@ class NeffosConsumer(Membership, AsyncWebsocketConsumer):  # type: ignore[misc]
 
     async def accept(self, *args: Any, **kwargs: Any) -> None:
         await super().accept(*args, **kwargs)
-        drain.opened(self)
         self._outgoing = Outgoing(
             self.base_send,
             self.connection_id,
@@ -172,6 +178,8 @@ class NeffosConsumer(Membership, AsyncWebsocketConsumer):  # type: ignore[misc]
             max_bytes=self.max_buffered_bytes,
         )
         self._member = Member(self._outgoing, self.presence_info)
+        if drain.draining:  # the drain began while this one was being accepted
+            self._close_for_drain()
 
     async def send(
         self, text_data: str | None = None, bytes_data: bytes | None = None, close: Any = False

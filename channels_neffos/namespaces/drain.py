@@ -3,14 +3,14 @@
 Under daphne or uvicorn, the first :class:`~.consumer.NeffosConsumer` of a process installs a
 SIGTERM handler (in the main thread, chained to the server's own). On SIGTERM the instance:
 
-1. refuses new WebSocket connections (the handshake is answered 403: a balancer or the client
-   helper tries another instance);
+1. refuses new WebSocket connections (the handshake is answered 403 before any channel or
+   task is made: a balancer or the client helper tries another instance);
 2. closes each of its neffos clients with :data:`CLOSE_DRAINING` (4012, like 1012 "service
    restart"; daphne accepts only 1000 and 3000-4999), after the frames already queued for it —
    at moments spread evenly over ``NEFFOS_DRAIN_WINDOW`` seconds, so its clients do not all
    reconnect elsewhere at once;
-3. waits for their disconnects: each leaves its rooms and namespaces (so its groups and presence)
-   as on any close;
+3. waits until every consumer has ended (the closed ones, and any still being refused): each
+   leaves its rooms and namespaces (so its groups and presence) as on any close;
 4. closes the channel layers of the process, which writes what they had queued (broadcasts,
    history appends);
 5. hands the signal to the server's own handler, which stops it; the process exits by itself,
@@ -76,7 +76,8 @@ class Drain:
     # -- connections ---------------------------------------------------------------------------
 
     def opened(self, connection: Drainable) -> None:
-        """``connection`` was accepted; installs the SIGTERM handler with the first one."""
+        """``connection`` (a consumer, from its start to its end, accepted or not) is alive;
+        installs the SIGTERM handler with the first one."""
         if not self._installed:
             self._install()
         self.connections.add(connection)

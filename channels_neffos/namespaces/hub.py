@@ -133,7 +133,7 @@ def _group(scope: Scope) -> str:
 class Member:
     """One local connection, as the hub knows it in every scope it is in."""
 
-    __slots__ = ("held", "info", "outgoing", "positions")
+    __slots__ = ("floor", "held", "info", "outgoing", "positions")
 
     def __init__(self, outgoing: Outgoing, info: dict[str, Any]) -> None:
         self.outgoing = outgoing
@@ -144,17 +144,31 @@ class Member:
         self.positions = False
         #: scope -> positioned broadcasts held while the scope's replay is written to it
         self.held: dict[Scope, list[tuple[dict[str, Any], Frame]]] = {}
+        #: scope -> (epoch, offset) its replay covered: broadcasts up to it that reach the hub
+        #: only now (its own order was filling a hole) were replayed already; dropped until one
+        #: past it comes
+        self.floor: dict[Scope, tuple[str | None, int]] = {}
 
     def hold(self, scope: Scope) -> None:
         """Keep ``scope``'s positioned broadcasts for this member until :meth:`release`."""
         self.held[scope] = []
+        self.floor.pop(scope, None)
 
     def release(self, scope: Scope, epoch: str | None, offset: int) -> None:
         """Write what was held for ``scope`` but what the replay covered (``epoch`` up to
         ``offset``), and deliver the scope live again."""
+        self.floor[scope] = (epoch, offset)
         for position, frame in self.held.pop(scope, ()):
-            if position["epoch"] != epoch or position["offset"] > offset:
-                self.outgoing.push(frame)
+            self.push_past_floor(scope, position, frame)
+
+    def push_past_floor(self, scope: Scope, position: dict[str, Any], frame: Frame) -> None:
+        """Write ``frame`` unless the scope's replay covered it."""
+        floor = self.floor.get(scope)
+        if floor is not None:
+            if position["epoch"] == floor[0] and position["offset"] <= floor[1]:
+                return
+            del self.floor[scope]  # the hub delivers in offset order: nothing older follows
+        self.outgoing.push(frame)
 
 
 class Hub:
@@ -319,6 +333,8 @@ class Hub:
                 member.outgoing.push(frame)
             elif scope in member.held:
                 member.held[scope].append((position, positioned))
+            elif member.floor:
+                member.push_past_floor(scope, position, positioned)
             else:
                 member.outgoing.push(positioned)
 

@@ -1,7 +1,7 @@
 // A real browser on both instances: type on A, see it on B.
 // Usage: node browser.mjs <http url A> <http url B> <screenshot dir> [chromium path]
 // Prints {"ok": bool, "detail": ...} as JSON; exit code 1 on failure.
-import { launchHeadless } from "./chromium.mjs";
+import { launchHeadless, openChat } from "./chromium.mjs";
 
 const [httpA, httpB, screenshotDir, executablePath] = process.argv.slice(2);
 
@@ -11,15 +11,8 @@ async function main() {
     const context = await browser.newContext();
     const pageA = await context.newPage();
     const pageB = await context.newPage();
-    // A background page gets no animation frames, and Playwright waits for two before each
-    // fill and click: the page being used goes to the front first.
-    for (const [page, url, name] of [[pageA, httpA, "ann"], [pageB, httpB, "ben"]]) {
-      await page.bringToFront();
-      await page.goto(url);
-      await page.fill("#name", name);
-      await page.click("#join");
-      await page.waitForSelector("#log li:has-text('you joined lobby')", { timeout: 10000 });
-    }
+    await openChat(pageA, httpA, "ann");
+    await openChat(pageB, httpB, "ben");
     await pageA.bringToFront();
     await pageA.fill("#text", "hello from the browser on A");
     await pageA.click("#send");

@@ -3,7 +3,7 @@
 // reconnects to B by itself (the page lists both instances) and shows what ben said meanwhile,
 // each line once, in order.
 // Usage: node browser_recovery.mjs <http url A> <http url B> <screenshot dir> [chromium path]
-import { launchHeadless } from "./chromium.mjs";
+import { launchHeadless, openChat } from "./chromium.mjs";
 import { check, run, step } from "./harness.mjs";
 
 const [httpA, httpB, screenshotDir, executablePath] = process.argv.slice(2);
@@ -21,13 +21,8 @@ async function main() {
       page.on("console", (message) => { if (message.type() === "error") problems.push(message.text()); });
     }
     process.on("exit", () => { if (problems.length) console.error(JSON.stringify(problems)); });
-    for (const [page, url, name] of [[pageA, httpA, "ann"], [pageB, httpB, "ben"]]) {
-      await page.bringToFront();
-      await page.goto(url);
-      await page.fill("#name", name);
-      await page.click("#join");
-      await page.waitForSelector("#log li:has-text('you joined lobby')", { timeout: 10000 });
-    }
+    await openChat(pageA, httpA, "ann");
+    await openChat(pageB, httpB, "ben");
     const say = async (text) => {
       await pageB.bringToFront();
       await pageB.fill("#text", text);

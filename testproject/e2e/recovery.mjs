@@ -28,8 +28,8 @@ async function client(url, name) {
     chat: {
       chat: (nsConn, msg) => {
         if (msg.Room !== ROOM) return;
-        const text = JSON.parse(msg.Body).text;
-        c.seqs.push(Number(text));
+        const [seq] = JSON.parse(msg.Body).text.split("|");  // "<n>|<send time>" (broadcaster.py)
+        c.seqs.push(Number(seq));
         c.offsets.push(msg.position ? msg.position.offset : null);
       },
     },
@@ -128,6 +128,8 @@ async function away(clients, balancer) {
   check("away longer than the history holds: told recovered: false (evicted) and reloads",
     back && last.recovered === false && last.reason === "evicted" && absent.reloads === 1, absent.recoveries);
   check("nothing replayed: no partial replay presented as complete", last.replayed === 0, last);
+  // Broadcasts sent before the rejoin's boundary are part of the reload; wait for live ones.
+  await eventually(() => absent.seqs.length > before, 10000);
   const total = Number(await step("send-stop"));
   await eventually(() => absent.seqs[absent.seqs.length - 1] === total, 10000);
   const after = absent.seqs.slice(before);

@@ -111,6 +111,17 @@ class Instance:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def manage(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``manage.py`` of testproject with this instance's environment (broker, prefix)."""
+        return subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=TESTPROJECT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
     def restart(self) -> None:
         """A new process of this instance, on the same port (after the old one exited)."""
         with open(self.log_path, "ab") as log:

@@ -5,26 +5,17 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from matplotlib import image
 
-from .conftest import TESTPROJECT, Instance, run_node_steps
+from .conftest import Instance, run_node_steps
 
 
 def status(instance: Instance) -> dict[str, object]:
-    run = subprocess.run(
-        [sys.executable, "manage.py", "neffos", "status", "--json"],
-        cwd=TESTPROJECT,
-        env=instance.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    run = instance.manage("neffos", "status", "--json")
     assert run.returncode == 0, run.stderr
     [entry] = json.loads(run.stdout)["default"]
     return entry  # type: ignore[no-any-return]

@@ -17,13 +17,9 @@ instances and brokers, and check the instances' logs:
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import signal
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,44 +27,13 @@ from typing import Any
 import pytest
 
 # The sender uses the instances' rules (conftest puts testproject/ on sys.path).
+from broadcaster import Broadcaster
 from testproject.settings import CHAT_HISTORY as HISTORY
 
 from channels_neffos import NatsChannelLayer, RedisChannelLayer
-from channels_neffos.namespaces import server
 from channels_neffos.testing.brokers import BrokerProcess, NatsServer, RedisServer
 
-from .conftest import TESTPROJECT, Instance, run_node_steps, running_instances
-
-
-class Sender:
-    """Numbered broadcasts to a room, ``rate`` per second, from a thread with its own layer."""
-
-    def __init__(self, layer: Any, room: str, rate: float = 25) -> None:
-        self.layer, self.room, self.rate = layer, room, rate
-        self.sent = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    async def _run(self) -> None:
-        try:
-            while not self._stop.is_set():
-                body = json.dumps({"from": "sender", "id": "-", "text": str(self.sent + 1)})
-                try:
-                    await server.broadcast("chat", "chat", body, room=self.room, layer=self.layer)
-                except Exception:  # the broker is down (mode broker): the count goes on
-                    pass
-                self.sent += 1
-                await asyncio.sleep(1 / self.rate)
-        finally:
-            await self.layer.close()  # what was queued is written before the count is given
-
-    def stop(self) -> int:
-        self._stop.set()
-        self._thread.join(timeout=30)
-        return self.sent
+from .conftest import Instance, run_node_steps, running_instances
 
 
 @pytest.fixture(params=["redis", "nats"])
@@ -95,13 +60,13 @@ def scenario(mode: str, broker: BrokerProcess, tmp_path: Path, server_name: str,
     urls = {"NATS_URL" if kind == "nats" else "REDIS_URL": broker.url}
     with running_instances(kind, server_name, urls, tmp_path) as (a, b):
         room = "small-away" if mode == "away" else "r"
-        sender = Sender(layer_for(broker, a.env["CHANNEL_PREFIX"]), room)
+        sender = Broadcaster(layer_for(broker, a.env["CHANNEL_PREFIX"]), [room], rate=25)
 
         def do_step(step: str) -> str | None:
             if step == "send-start":
                 sender.start()
             elif step == "send-stop":
-                return str(sender.stop())
+                return str(sender.stop()[room])
             elif step == "kill-a":
                 a.process.send_signal(signal.SIGKILL)
                 a.process.wait(timeout=10)
@@ -110,15 +75,7 @@ def scenario(mode: str, broker: BrokerProcess, tmp_path: Path, server_name: str,
                 if step == "drain-a":
                     instance.process.send_signal(signal.SIGTERM)
                 else:  # the documented command: SIGTERM, then wait for the exit
-                    command = [sys.executable, "manage.py", "neffos", "drain"]
-                    run = subprocess.run(
-                        [*command, "--pid", str(instance.pid)],
-                        cwd=TESTPROJECT,
-                        env=instance.env,
-                        capture_output=True,
-                        text=True,
-                        timeout=60,
-                    )
+                    run = instance.manage("neffos", "drain", "--pid", str(instance.pid))
                     assert run.returncode == 0, run.stderr
                     assert f"{instance.pid}: drained and exited" in run.stdout, run.stdout
                 # uvicorn re-raises the signal once it has shut down (exit by SIGTERM); daphne 0
@@ -141,8 +98,7 @@ def scenario(mode: str, broker: BrokerProcess, tmp_path: Path, server_name: str,
                 "recovery.mjs", mode, a.url, b.url, str(clients), on_step=do_step
             )
         finally:
-            if not sender._stop.is_set():
-                sender.stop()
+            sender.stop()
         print(json.dumps({name: r["detail"] for name, r in results.items()}, indent=1)[:3000])
         return a, b
 
