@@ -13,6 +13,8 @@ built exactly as Channels would build it (that connects to nothing), and:
 ``channels_neffos.E005``   two aliases on one broker with one prefix: each would receive the
                            other's group messages
 ``channels_neffos.E006``   a ``channels_neffos.*`` ``BACKEND`` that does not exist
+``channels_neffos.E007``   a ``NEFFOS_ACCEPT_RATE``, ``NEFFOS_DRAIN_WINDOW`` or
+                           ``NEFFOS_DRAIN_TIMEOUT`` setting that is not a number in its range
 ``channels_neffos.W001``   (``check --deploy``) credentials sent to a broker without TLS
 =========================  ========================================================================
 
@@ -235,6 +237,36 @@ def _shared_prefixes(built: list[tuple[str, NeffosChannelLayer]]) -> list[CheckM
                     )
                 )
     return messages
+
+
+#: The namespaces' Django settings: (name, whether 0 is allowed, whether None is allowed).
+_NAMESPACE_SETTINGS = (
+    ("NEFFOS_ACCEPT_RATE", False, True),
+    ("NEFFOS_DRAIN_WINDOW", True, False),
+    ("NEFFOS_DRAIN_TIMEOUT", True, False),
+)
+
+
+@register("channels_neffos")  # type: ignore[untyped-decorator]
+def check_namespace_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    problems = []
+    for name, zero, none in _NAMESPACE_SETTINGS:
+        if not hasattr(settings, name):
+            continue
+        value = getattr(settings, name)
+        if value is None and none:
+            continue
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not number or value < 0 or (value == 0 and not zero):
+            wanted = "a number of seconds >= 0" if zero else "a number > 0"
+            problems.append(
+                Error(
+                    f"settings.{name} must be {wanted}{' or None' if none else ''}, not {value!r}",
+                    hint="see docs/recovery.rst",
+                    id="channels_neffos.E007",
+                )
+            )
+    return problems
 
 
 @register("channels_neffos", deploy=True)  # type: ignore[untyped-decorator]

@@ -134,3 +134,16 @@ def test_manage_py_check_of_the_test_project(prefix: str) -> None:
     else:
         assert run.returncode == 1, run.stdout + run.stderr
         assert "channels_neffos.E003" in run.stderr, run.stderr
+
+
+def test_drain_and_admission_settings_are_checked() -> None:
+    layers = {"default": redis(hosts=["redis://127.0.0.1:6379/0"], prefix="app")}
+    with override_settings(NEFFOS_ACCEPT_RATE=None, NEFFOS_DRAIN_WINDOW=0, NEFFOS_DRAIN_TIMEOUT=30):
+        assert ids(layers) == []
+    with override_settings(NEFFOS_ACCEPT_RATE=0, NEFFOS_DRAIN_WINDOW="5", NEFFOS_DRAIN_TIMEOUT=-1):
+        found = ids(layers)
+    assert [(id_, msg.split(" must")[0]) for id_, msg, _ in found] == [
+        ("channels_neffos.E007", "settings.NEFFOS_ACCEPT_RATE"),
+        ("channels_neffos.E007", "settings.NEFFOS_DRAIN_WINDOW"),
+        ("channels_neffos.E007", "settings.NEFFOS_DRAIN_TIMEOUT"),
+    ]

@@ -334,3 +334,24 @@ async def test_a_draining_instance_refuses_a_handshake_without_making_anything(
     # The application is done by itself: nothing left running (wait() would cancel it).
     await asyncio.wait_for(asyncio.shield(communicator.future), 1)
     assert not drain.connections
+
+
+@pytest.mark.asyncio
+async def test_handshakes_beyond_the_accept_rate_are_refused_and_counted(layer: Any) -> None:
+    from channels_neffos.namespaces import counters
+    from channels_neffos.namespaces.admission import admission
+
+    before = counters["refused_busy"]
+    with override_settings(NEFFOS_ACCEPT_RATE=2):
+        admission._filled_at = None  # a full bucket: two at once, then two a second
+        outcomes = []
+        for _ in range(3):
+            communicator = WebsocketCommunicator(Consumer.as_asgi(), "/ws")
+            connected, _ = await communicator.connect()
+            outcomes.append(connected)
+            if connected:
+                await communicator.disconnect()
+    assert outcomes == [True, True, False]
+    assert counters["refused_busy"] - before == 1
+    client = await connect()  # no limit again
+    await client.communicator.disconnect()

@@ -5,11 +5,14 @@ recover what they missed. Not part of the test suite or CI.
     python -m benchmarks.storm --broker nats --clients 300
     python -m benchmarks.storm --docs               # docs/benchmarks/storm.json
 
-What runs: a private broker, testproject instances A and B under daphne (its chat rooms keep
-history), and two Node processes (``clients.mjs``): ``--clients`` *storm* clients on the
-channels_neffos client helper, all on A through a balancer that sends each new connection to
-the first instance that accepts it, and ``--live`` plain neffos.js clients on B, which measure
-the latency of what they receive. The clients are in ``--rooms`` rooms; this process sends
+What runs: a private broker, testproject instances A and B (its chat rooms keep history) under
+daphne and then uvicorn (``--server``), and two Node processes (``clients.mjs``): ``--clients``
+*storm* clients on the channels_neffos client helper, all on A through a balancer that sends
+each new connection to the first instance that accepts it, and ``--live`` plain neffos.js
+clients on B — the survivor's own, 1,000 by default as in a balanced deployment — which
+measure the latency of what they receive. The same storm runs again with plain neffos.js
+clients (its ``reconnect`` option: they rejoin and recover nothing), the peer (``--no-peer``
+skips it). The clients are in ``--rooms`` rooms; this process sends
 numbered broadcasts into every room, ``--rate`` per room per second, stamped with their send
 time, from a layer of its own (as a Celery task would).
 
@@ -131,6 +134,7 @@ def storm(args: argparse.Namespace, plain: bool = False) -> dict[str, Any]:
             "CHANNEL_LAYER": args.broker,
             "CHANNEL_PREFIX": prefix,
             "DJANGO_DEBUG": "0",
+            **({"NEFFOS_ACCEPT_RATE": str(args.accept_rate)} if args.accept_rate else {}),
             "NATS_URL" if args.broker == "nats" else "REDIS_URL": broker.url,
         }
     )
@@ -256,6 +260,7 @@ def storm(args: argparse.Namespace, plain: bool = False) -> dict[str, Any]:
             "after_s": args.after,
             "clients_kind": "plain neffos.js (reconnect option)" if plain else "helper",
             "server": args.server,
+            "accept_rate": args.accept_rate,
             "helper_min_delay_ms": args.min_delay,
             "join_notices": not args.quiet,
             "machine": f"{platform.machine()}, {os.cpu_count()} cores",
@@ -353,7 +358,13 @@ def main(argv: list[str] | None = None) -> int:
         help="the instances' ASGI server (both: one storm under each, in this run)",
     )
     parser.add_argument("--clients", type=int, default=1000)
-    parser.add_argument("--live", type=int, default=50)
+    parser.add_argument(
+        "--live",
+        type=int,
+        default=1000,
+        help="the survivor's own clients, which measure latency (default 1,000: a balanced "
+        "two-instance deployment that loses one instance)",
+    )
     parser.add_argument("--rooms", type=int, default=20)
     parser.add_argument("--rate", type=float, default=2.0, help="broadcasts per room per second")
     parser.add_argument(
@@ -366,6 +377,12 @@ def main(argv: list[str] | None = None) -> int:
         "--quiet",
         action="store_true",
         help="rooms whose joins the chat does not announce (no notice to every member)",
+    )
+    parser.add_argument(
+        "--accept-rate",
+        type=float,
+        default=None,
+        help="the instances' NEFFOS_ACCEPT_RATE (new connections a second; default: no limit)",
     )
     parser.add_argument("--baseline", type=float, default=10.0, help="seconds before the kill")
     parser.add_argument("--after", type=float, default=5.0, help="seconds after all recovered")

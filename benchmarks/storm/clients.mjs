@@ -26,6 +26,8 @@ const { connect } = globalThis.ChannelsNeffos;
 const config = JSON.parse(process.argv[2]);
 const now = () => performance.timeOrigin + performance.now();
 const emit = (line) => process.stdout.write(JSON.stringify(line) + "\n");
+// The last line is large: exit only once the pipe has taken all of it.
+const emitLast = (line) => new Promise((resolve) => process.stdout.write(JSON.stringify(line) + "\n", resolve));
 const room = (i) => `${config.roomPrefix}${i % config.rooms}`;
 
 function parse(body) {
@@ -94,7 +96,18 @@ async function main() {
     const balancer = await loadBalancer(config.backends);
     url = `ws://127.0.0.1:${balancer.address().port}`;
   }
-  const open = config.role === "storm" ? (config.plain ? openPlain : openStorm) : openLive;
+  const opener = config.role === "storm" ? (config.plain ? openPlain : openStorm) : openLive;
+  // An instance with NEFFOS_ACCEPT_RATE refuses handshakes beyond it: try again a moment later.
+  const open = async (url, i) => {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await opener(url, i);
+      } catch (err) {
+        if (attempt >= 50) throw err;
+        await new Promise((resolve) => setTimeout(resolve, 100 + Math.random() * 400));
+      }
+    }
+  };
   for (let i = 0; i < config.count; i += 20) {  // 20 handshakes at a time
     const block = [];
     for (let j = i; j < Math.min(i + 20, config.count); j++) block.push(open(url, j));
@@ -114,7 +127,7 @@ async function main() {
   }
   if (config.role === "storm") {
     const contiguous = (seqs) => seqs.every((s, k) => k === 0 || s === seqs[k - 1] + 1);
-    emit({
+    await emitLast({
       phase: "done",
       caughtUp: clients.map((c) => c.caughtUp),
       broken: clients.filter((c) => !contiguous(c.seqs)).length,
@@ -126,10 +139,13 @@ async function main() {
     });
     for (const c of clients) c.session.close();
   } else {
-    emit({ phase: "done", samples: clients.flatMap((c) => c.samples) });
+    await emitLast({ phase: "done", samples: clients.flatMap((c) => c.samples) });
     for (const c of clients) c.conn.close();
   }
   process.exit(0);
 }
 
-main().catch((err) => { emit({ phase: "error", error: String(err && err.stack || err) }); process.exit(1); });
+main().catch((err) => {
+  emit({ phase: "error", error: String((err && (err.stack || err.message)) || JSON.stringify(err)) });
+  process.exit(1);
+});

@@ -70,6 +70,7 @@ from .._core.validation import check_channel_name
 from .._drops import RateLimitedLog
 from ..exceptions import AskError, AskTimeout, MessageTooLarge
 from . import protocol
+from .admission import admission
 from .drain import CLOSE_DRAINING, drain
 from .groups import room_group
 from .hub import Hub, Member, hub_for
@@ -141,9 +142,10 @@ class NeffosConsumer(Membership, AsyncWebsocketConsumer):  # type: ignore[misc]
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if drain.draining:
-            # This instance is going away: the handshake is refused (403) without a channel, a
-            # layer or a task — nothing the drain would have to wait for or close under it.
+        if drain.draining or (scope.get("type") == "websocket" and not admission.admit()):
+            # This instance is going away, or takes no more connections this second: the
+            # handshake is refused (403) without a channel, a layer or a task — nothing a drain
+            # would have to wait for or close under it, nothing a storm would pile up.
             if (await receive())["type"] == "websocket.connect":
                 await send({"type": "websocket.close"})
             return

@@ -44,6 +44,11 @@ async function main() {
     await say("after");
     await pageA.waitForSelector("#log li:has-text('ben: after')", { timeout: 10000 });
     check("live messages reach it again", true, null);
+    // The connection id changed; who the user is did not: presence still names ann.
+    await pageA.bringToFront();
+    await pageA.click("#who");
+    await pageA.waitForSelector("#log li:has-text('here: ann, ben')", { timeout: 10000 });
+    check("its presence carried over to the new connection", true, null);
     await pageA.screenshot({ path: `${screenshotDir}/recovered-on-b.png`, fullPage: true });
   } finally {
     await browser.close();

@@ -100,6 +100,11 @@ else:
 # On SIGTERM an instance drains: its WebSocket clients are closed (code 4012) over this many
 # seconds, then it exits (see channels_neffos.namespaces.drain).
 NEFFOS_DRAIN_WINDOW = float(os.environ.get("NEFFOS_DRAIN_WINDOW", "2"))
+# New WebSocket connections a second an instance takes (see channels_neffos.namespaces.admission);
+# unset: no limit. benchmarks.storm sets it.
+NEFFOS_ACCEPT_RATE = (
+    float(os.environ["NEFFOS_ACCEPT_RATE"]) if "NEFFOS_ACCEPT_RATE" in os.environ else None
+)
 
 # Which instance this is, shown on the page (the demo starts "A" and "B").
 INSTANCE_NAME = os.environ.get("INSTANCE_NAME", "")

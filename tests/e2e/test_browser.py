@@ -54,5 +54,5 @@ def test_the_page_of_a_killed_instance_recovers_on_the_other(
     results = run_node_steps(
         "browser_recovery.mjs", a.url, b.url, str(tmp_path), chromium(), on_step=kill
     )
-    assert len(results) == 3
+    assert len(results) == 4
     assert (tmp_path / "recovered-on-b.png").stat().st_size > 1000
