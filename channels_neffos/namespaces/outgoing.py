@@ -42,7 +42,8 @@ from .._drops import RateLimitedLog
 
 logger = logging.getLogger("channels_neffos.namespaces")
 
-#: What namespaces counted in this process: ``slow_client_closed`` (see below), ``not_a_frame``
+#: What namespaces counted in this process: ``slow_client_closed`` (see below), ``refused_busy``
+#: (:mod:`.admission`), ``not_a_frame``
 #: (see :mod:`.hub`).
 counters: Counter[str] = Counter()
 _slow_clients = RateLimitedLog(logger, logging.WARNING)
